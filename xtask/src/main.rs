@@ -1,1 +1,147 @@
-fn main() {}
+//! `cargo xtask`: the developer commands.
+//!
+//! - `setup [--check]`: checks every prerequisite and installs what is missing
+//!   (`--check` only reports). Every other command runs it first, so a fresh
+//!   machine needs nothing but this repository.
+//! - `build`: the XDP object and the release binary (one self-contained file).
+//! - `build-and-load --iface IF [--mode skb|drv|auto] [--detach]`: build,
+//!   attach, and pin under /sys/fs/bpf/reliw so the program stays attached.
+//! - `run`: build and run reliw on the embedded default.
+//! - `test`: the whole suite, privileged tests included.
+
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Check prerequisites and install what is missing.
+    Setup {
+        /// Only report; install nothing.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Build the XDP object and the release binary.
+    Build,
+    /// Build, attach to an interface and pin, so the program stays attached.
+    BuildAndLoad {
+        #[arg(long)]
+        iface: String,
+        #[arg(long, default_value = "auto")]
+        mode: String,
+        /// Remove the pinned attachment instead.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Build and run reliw on the embedded default (for now: the shield on
+    /// `lo`, printing its counters until Ctrl-C).
+    Run {
+        /// Extra arguments for `reliw shield attach`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run the whole test suite, privileged tests included.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root()?;
+    match cli.command {
+        Cmd::Setup { check } => setup::run(check),
+        Cmd::Build => {
+            setup::run(false)?;
+            build(&root)
+        }
+        Cmd::BuildAndLoad {
+            iface,
+            mode,
+            detach,
+        } => {
+            setup::run(false)?;
+            build(&root)?;
+            let mut reliw = Command::new(reliw_binary(&root));
+            if detach {
+                reliw.args(["shield", "detach", "--iface", &iface]);
+            } else {
+                reliw.args([
+                    "shield",
+                    "attach",
+                    "--persist",
+                    "--iface",
+                    &iface,
+                    "--mode",
+                    &mode,
+                ]);
+            }
+            run_checked(&mut reliw)
+        }
+        Cmd::Run { args } => {
+            setup::run(false)?;
+            build(&root)?;
+            let mut reliw = Command::new(reliw_binary(&root));
+            reliw.args(["shield", "attach", "--iface", "lo"]).args(args);
+            run_checked(&mut reliw)
+        }
+        Cmd::Test { args } => {
+            setup::run(false)?;
+            // The black-box tests spawn the release binary.
+            build(&root)?;
+            let mut test = cargo();
+            test.current_dir(&root)
+                .args(["test", "--workspace", "--exclude", "reliw-ebpf"])
+                .args(args);
+            run_checked(&mut test)
+        }
+    }
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn build(root: &Path) -> Result<()> {
+    println!("xtask: building reliw (release, with the embedded XDP object)");
+    run_checked(
+        cargo()
+            .current_dir(root)
+            .args(["build", "--release", "-p", "reliw"]),
+    )
+}
+
+fn reliw_binary(root: &Path) -> PathBuf {
+    root.join("target/release/reliw")
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask lives one level below the workspace root")
+}
+
+pub(crate) fn run_checked(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}

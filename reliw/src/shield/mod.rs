@@ -238,7 +238,9 @@ impl Shield {
         Ok(paths)
     }
 
-    fn maps(&self) -> Option<MutexGuard<'_, ShieldMaps>> {
+    /// The maps, for operations beyond the shortcuts below (`None` when
+    /// disabled). Hold the guard briefly: the sweeper needs it too.
+    pub fn maps(&self) -> Option<MutexGuard<'_, ShieldMaps>> {
         let active = self.active.as_ref()?;
         // A poisoned lock only means another thread panicked mid-call; the
         // maps live in the kernel and stay consistent, so keep using them.
@@ -276,6 +278,35 @@ impl Shield {
     /// Bans and rules; empty when disabled.
     pub fn list(&self) -> Result<Listing, ShieldError> {
         self.maps().map_or(Ok(Listing::default()), |m| m.list())
+    }
+
+    /// Runs the loaded program `repeat` times on `frame` without attaching
+    /// it (`BPF_PROG_TEST_RUN`): the XDP action and the kernel's mean time
+    /// per run. Counters and maps are those of the live shield. `None` when
+    /// disabled. The kernel wants at least 14 bytes (an Ethernet header).
+    pub fn test_run(
+        &self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<Option<(u32, Duration)>, ShieldError> {
+        use aya::programs::{TestRun, TestRunOptions, Xdp};
+        let Some(active) = self.active.as_ref() else {
+            return Ok(None);
+        };
+        let program: &Xdp = active
+            .ebpf
+            .program(reliw_common::PROGRAM_NAME)
+            .ok_or(ShieldError::MissingProgram)?
+            .try_into()
+            .map_err(loader::program_error)?;
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .map_err(loader::program_error)?;
+        Ok(Some((result.return_value, result.duration)))
     }
 
     /// Packet counters; zero when disabled.
