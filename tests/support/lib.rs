@@ -71,13 +71,22 @@ impl Run {
     }
 
     /// Asserts success and parses stdout as one JSON document.
+    #[track_caller]
     pub fn json(&self) -> serde_json::Value {
         assert_eq!(self.code, 0, "reliw failed: {}", self.stderr);
         serde_json::from_str(self.stdout.trim())
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
     }
 
+    /// Asserts success.
+    #[track_caller]
+    pub fn ok(&self) -> &Self {
+        assert_eq!(self.code, 0, "reliw failed: {}{}", self.stdout, self.stderr);
+        self
+    }
+
     /// Asserts a failure with exactly one line on stderr that contains `needle`.
+    #[track_caller]
     pub fn fails_with(&self, needle: &str) {
         assert_ne!(self.code, 0, "expected failure, got: {}", self.stdout);
         let lines: Vec<&str> = self.stderr.lines().collect();
@@ -343,10 +352,22 @@ impl Drop for Listener {
 /// timeout (1 s), so each failed attempt is exactly one SYN on the wire.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(400);
 
-/// Whether a TCP connection from inside `ns` to `ip:port` succeeds.
+/// Whether a TCP connection from inside `ns` to `ip:port` succeeds. A
+/// connection that succeeds is closed in full (our FIN, their FIN, our ACK)
+/// before this returns, so no packet of it is still in flight afterwards.
 pub fn connects(ns: &Netns, ip: &str, port: u16) -> bool {
     let addr = SocketAddr::new(ip.parse::<IpAddr>().expect("ip"), port);
-    ns.run(move || TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).is_ok())
+    ns.run(move || {
+        let Ok(mut stream) = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) else {
+            return false;
+        };
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        // The listener closes after accepting: EOF means its FIN arrived,
+        // and the kernel acknowledged it before read returns.
+        let mut sink = Vec::new();
+        std::io::Read::read_to_end(&mut stream, &mut sink).is_ok()
+    })
 }
 
 /// Polls `cond` until it holds or `deadline` passes.
