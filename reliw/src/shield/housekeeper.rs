@@ -38,11 +38,8 @@ impl Housekeeper {
             .name(String::from("reliw-shield"))
             .spawn(move || {
                 let mut next_sweep = Instant::now() + sweep_every;
-                loop {
-                    match stopped.recv_timeout(tick) {
-                        Err(RecvTimeoutError::Timeout) => {}
-                        Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
-                    }
+                // A message or a dropped sender both mean stop.
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
                     if let Some(logger) = logger.as_mut() {
                         logger.flush();
                     }

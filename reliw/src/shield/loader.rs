@@ -199,6 +199,8 @@ pub(crate) fn attach(
     match mode {
         AttachMode::Auto => match try_mode(AttachMode::Drv) {
             Ok(a) => Ok(a),
+            // Occupied is occupied in every mode; say so instead of retrying.
+            Err(busy @ ShieldError::Attach { busy: true, .. }) => Err(busy),
             Err(native) => {
                 log::info!("{native}; falling back to generic (skb) mode");
                 try_mode(AttachMode::Skb)

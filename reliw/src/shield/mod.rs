@@ -32,10 +32,10 @@ pub use maps::{BanRecord, CidrRecord, Listing, ShieldMaps, Stats};
 #[derive(Debug, thiserror::Error)]
 pub enum ShieldError {
     /// The kernel refused the object (verifier, privileges, map creation).
-    #[error("loading the XDP object failed: {0}")]
+    #[error("loading the XDP object failed: {}", chain(.0))]
     Load(Box<aya::EbpfError>),
     /// Loading or managing the program failed.
-    #[error("XDP program: {0}")]
+    #[error("XDP program: {}", chain(.0))]
     Program(Box<aya::programs::ProgramError>),
     /// The object lacks a map user space needs (a build mismatch).
     #[error("the eBPF object has no map named {0}")]
@@ -44,7 +44,7 @@ pub enum ShieldError {
     #[error("the eBPF object has no program named {}", reliw_common::PROGRAM_NAME)]
     MissingProgram,
     /// A map operation failed.
-    #[error("map {name}: {source}")]
+    #[error("map {name}: {}", chain(source))]
     Map {
         name: String,
         source: aya::maps::MapError,
@@ -65,12 +65,14 @@ pub enum ShieldError {
     #[error("{} is not on a BPF filesystem (mount -t bpf bpf {})", .0.display(), .0.display())]
     NotBpffs(PathBuf),
     /// Attaching to an interface failed.
-    #[error("cannot attach XDP to {iface} in {mode} mode: {source}{hint}")]
+    #[error("cannot attach XDP to {iface} in {mode} mode: {}{hint}", chain(source))]
     Attach {
         iface: String,
         mode: AttachMode,
         source: Box<aya::programs::ProgramError>,
         hint: &'static str,
+        /// Another XDP program holds the interface.
+        busy: bool,
     },
     /// A link could not be pinned or opened.
     #[error("persisted link on {iface}: {detail}")]
@@ -93,16 +95,34 @@ pub enum ShieldError {
     Log(aya_log::Error),
 }
 
+/// An error and its sources, `: `-separated (aya keeps the errno in a source).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(e) = next {
+        let part = e.to_string();
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        next = e.source();
+    }
+    text
+}
+
 impl ShieldError {
     fn attach(iface: &str, mode: AttachMode, source: aya::programs::ProgramError) -> Self {
         let busy = matches!(&source, aya::programs::ProgramError::SyscallError(e)
-            if e.io_error.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()));
+            if [rustix::io::Errno::BUSY, rustix::io::Errno::EXIST]
+                .iter()
+                .any(|errno| e.io_error.raw_os_error() == Some(errno.raw_os_error())));
         let hint = if busy {
             " (another XDP program is attached there; if it is a persisted reliw link, run `reliw shield detach`)"
         } else {
             ""
         };
         Self::Attach {
+            busy,
             iface: iface.to_owned(),
             mode,
             source: Box::new(source),
