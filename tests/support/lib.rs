@@ -15,21 +15,18 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Whether privileged tests (bpf, XDP, namespaces) may run. On a machine
-/// that cannot run them this panics with a clear message, unless
-/// `RELIW_SKIP_PRIVILEGED=1`, in which case it says so and returns false.
-pub fn privileged(test: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
+/// Fails the calling test with a clear message unless it can use bpf, XDP
+/// and network namespaces (root). Privileged tests live in modules named
+/// `privileged`; `RELIW_SKIP_PRIVILEGED=1 cargo xtask test` leaves them out
+/// and reports them as skipped rather than passed.
+pub fn require_privileges() {
+    if !rustix::process::geteuid().is_root() {
+        panic!(
+            "this test needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN) for XDP and network \
+             namespaces: run it as root, or skip the privileged tests with \
+             `RELIW_SKIP_PRIVILEGED=1 cargo xtask test` (or `cargo test -- --skip privileged::`)"
+        );
     }
-    if std::env::var("RELIW_SKIP_PRIVILEGED").as_deref() == Ok("1") {
-        eprintln!("SKIPPED {test}: needs root (RELIW_SKIP_PRIVILEGED=1)");
-        return false;
-    }
-    panic!(
-        "{test} needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN) for XDP and network namespaces; \
-         run as root, or set RELIW_SKIP_PRIVILEGED=1 to skip it"
-    );
 }
 
 fn workspace_root() -> PathBuf {

@@ -10,6 +10,7 @@
 //! - `test`: the whole suite, privileged tests included.
 
 mod setup;
+mod test;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -102,16 +103,12 @@ fn main() -> Result<()> {
             setup::run(false)?;
             // The black-box tests spawn the release binary.
             build(&root)?;
-            let mut test = cargo();
-            test.current_dir(&root)
-                .args(["test", "--workspace", "--exclude", "reliw-ebpf"])
-                .args(args);
-            run_checked(&mut test)
+            test::run(&root, args)
         }
     }
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
