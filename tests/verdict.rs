@@ -326,4 +326,53 @@ mod privileged {
             );
         }
     }
+
+    /// The program's aya-log diagnostics: silent by default, forwarded to the
+    /// `log` crate when asked for.
+    mod ebpf_log {
+        use std::sync::Mutex;
+
+        use super::*;
+
+        static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+        struct Capture;
+        impl log::Log for Capture {
+            fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+                true
+            }
+            fn log(&self, record: &log::Record<'_>) {
+                LINES.lock().unwrap().push(record.args().to_string());
+            }
+            fn flush(&self) {}
+        }
+
+        fn captured(needle: &str) -> bool {
+            LINES.lock().unwrap().iter().any(|l| l.contains(needle))
+        }
+
+        #[test]
+        fn reports_malformed_headers_when_enabled() {
+            require_privileges();
+            log::set_logger(&Capture).unwrap();
+            log::set_max_level(log::LevelFilter::Trace);
+            let mut bad = ipv4_frame(&[], V4_SRC);
+            bad[14] = 0x65; // IP version 6 in an IPv4 frame
+
+            let chatty = Shield::start(&ShieldOptions {
+                pin_root: None,
+                ebpf_log: true,
+                ..ShieldOptions::default()
+            })
+            .unwrap();
+            assert_eq!(chatty.test_run(&bad, 1).unwrap().unwrap().0, XDP_PASS);
+            assert!(
+                reliw_tests::wait_until(Duration::from_secs(3), || captured(
+                    "malformed ipv4 header: version 6"
+                )),
+                "no eBPF log line arrived: {:?}",
+                LINES.lock().unwrap()
+            );
+        }
+    }
 }
