@@ -117,10 +117,6 @@ fn verdict(addr: &Addr) -> (u32, u32) {
     if RELIW_ALLOW.get(&key).is_some() {
         return (stat::ALLOWLISTED, xdp_action::XDP_PASS);
     }
-    let dry_run = match RELIW_CONFIG.get(0) {
-        Some(config) => config.dry_run != 0,
-        None => false,
-    };
     if let Some(ban) = RELIW_BANS.get_ptr(addr) {
         // SAFETY: a non-null pointer from a map lookup points at a value of
         // the map's value type; reading it by value copies it out.
@@ -128,17 +124,20 @@ fn verdict(addr: &Addr) -> (u32, u32) {
         // SAFETY: bpf_ktime_get_ns has no preconditions.
         let now = unsafe { bpf_ktime_get_ns() };
         if now < expires_ns {
-            return drop_or_count(dry_run, stat::DROPPED_BAN, stat::DRY_RUN_BAN);
+            return drop_or_count(stat::DROPPED_BAN, stat::DRY_RUN_BAN);
         }
     }
     if RELIW_DENY.get(&key).is_some() {
-        return drop_or_count(dry_run, stat::DROPPED_CIDR, stat::DRY_RUN_CIDR);
+        return drop_or_count(stat::DROPPED_CIDR, stat::DRY_RUN_CIDR);
     }
     (stat::PASSED, xdp_action::XDP_PASS)
 }
 
+/// The drop verdict, or in dry-run its counter and a pass. The config is
+/// read only here, so passing traffic never pays for it.
 #[inline(always)]
-fn drop_or_count(dry_run: bool, dropped: u32, would_drop: u32) -> (u32, u32) {
+fn drop_or_count(dropped: u32, would_drop: u32) -> (u32, u32) {
+    let dry_run = RELIW_CONFIG.get(0).is_some_and(|c| c.dry_run != 0);
     if dry_run {
         (would_drop, xdp_action::XDP_PASS)
     } else {
