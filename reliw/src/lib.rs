@@ -2,7 +2,11 @@
 //!
 //! Modules:
 //! - [`shield`]: the XDP shield from user space (loader, pins, bans, stats).
+//! - [`config`]: the JSON configuration (RELIW's keys and defaults).
+//! - [`http`]: the sans-IO HTTP/1.1 codec.
 //! - [`cli`]: the command line (`reliw shield ...`).
 
 pub mod cli;
+pub mod config;
+pub mod http;
 pub mod shield;

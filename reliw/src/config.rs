@@ -1,0 +1,542 @@
+//! The configuration: RELIW's JSON keys and defaults, plus reliw's own.
+//!
+//! Loading is strict where a mistake would be silent: a wrong type, an
+//! out-of-range value, a missing certificate file, or an unknown key that
+//! looks like a typo of a known one (edit distance ≤ 2) fails start-up with
+//! a message naming the key. Other unknown keys are logged as warnings, so
+//! a RELIW config with keys reliw does not use still starts.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Where the config comes from when `--config` is not given.
+pub const ENV_VAR: &str = "RELIW_CONFIG_FILE";
+pub const DEFAULT_PATH: &str = "/etc/reliw/config.json";
+
+/// Why a config was refused; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Not JSON, or a value of the wrong type.
+    #[error("config {}: {detail}", path.display())]
+    Parse { path: PathBuf, detail: String },
+    /// A value outside its allowed range, or a missing file it names.
+    #[error("config key '{key}': {detail}")]
+    Invalid { key: String, detail: String },
+    /// An unknown key that is probably a typo.
+    #[error("config key '{key}' is unknown (did you mean '{suggestion}'?)")]
+    Typo { key: String, suggestion: String },
+}
+
+fn invalid(key: &str, detail: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        detail: detail.into(),
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// IPv4 (or any) listen address.
+    pub ip: IpAddr,
+    pub port: u16,
+    /// Also listen on this IPv6 address (IPV6_V6ONLY) when set.
+    pub ipv6: Option<Ipv6Addr>,
+    /// Site files: `data_dir/<host>/<path>`, falling back to `data_dir/__/<path>`.
+    pub data_dir: PathBuf,
+    /// Largest file kept in the in-process file cache (bytes).
+    pub cache_max_size: u64,
+    /// Total memory of the file cache (bytes).
+    pub cache_total_size: u64,
+    pub backlog: u32,
+    pub max_body_size: u64,
+    /// Longest request line or header line (bytes); beyond it 414 or 431.
+    pub request_line_limit: usize,
+    /// Largest request head in total (bytes); beyond it 431.
+    pub request_head_limit: usize,
+    /// Most header fields in a request; beyond it 431.
+    pub max_header_count: usize,
+    /// Seconds a kept-alive connection may sit idle between requests.
+    pub keepalive_idle_timeout: u64,
+    /// Seconds from the first byte of a request to the end of its head.
+    pub request_header_timeout: u64,
+    /// Seconds allowed for a whole request body.
+    pub request_body_timeout: u64,
+    pub tls_handshake_timeout: u64,
+    /// error, warn, info, access (info plus the access log), debug, trace.
+    pub log_level: String,
+    /// Request headers copied into the access log.
+    pub log_headers: Vec<String>,
+    pub redis: RedisConfig,
+    pub metrics: MetricsConfig,
+    pub ssl: Option<SslConfig>,
+    /// Worker threads, each with its own listener (default: one per core).
+    pub workers: usize,
+    /// Open connections across all workers; beyond it a fast 503.
+    pub max_connections: usize,
+    /// Requests on one connection before `Connection: close` (0: no cap).
+    pub max_requests_per_connection: u64,
+    /// RELIW's name for a concurrency cap; read as `max_connections`.
+    pub fork_limit: Option<usize>,
+    /// RELIW's name for a per-connection cap; read as `max_requests_per_connection`.
+    pub requests_per_fork: Option<u64>,
+    /// Seconds in-flight requests get to finish on SIGTERM/SIGINT.
+    pub shutdown_grace: u64,
+    pub shield: ShieldSection,
+    /// Site store settings (used by the site layer).
+    pub store: Option<Value>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 8080,
+            ipv6: None,
+            data_dir: PathBuf::from("/www"),
+            cache_max_size: 5_242_880,
+            cache_total_size: 67_108_864,
+            backlog: 256,
+            max_body_size: 5_242_880,
+            request_line_limit: 8192,
+            request_head_limit: 65_536,
+            max_header_count: 100,
+            keepalive_idle_timeout: 15,
+            request_header_timeout: 10,
+            request_body_timeout: 30,
+            tls_handshake_timeout: 10,
+            log_level: String::from("access"),
+            log_headers: ["referer", "x-real-ip", "user-agent"]
+                .map(String::from)
+                .to_vec(),
+            redis: RedisConfig::default(),
+            metrics: MetricsConfig::default(),
+            ssl: None,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_connections: 16_384,
+            max_requests_per_connection: 10_000,
+            fork_limit: None,
+            requests_per_fork: None,
+            shutdown_grace: 10,
+            shield: ShieldSection::default(),
+            store: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct RedisConfig {
+    pub host: String,
+    pub port: u16,
+    pub db: u32,
+    pub prefix: String,
+    /// Seconds per Redis call.
+    pub timeout: f64,
+    pub ssl: bool,
+    pub auth: Option<RedisAuth>,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            host: String::from("127.0.0.1"),
+            port: 6379,
+            db: 13,
+            prefix: String::from("RLW"),
+            timeout: 5.0,
+            ssl: false,
+            auth: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RedisAuth {
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub pass: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct MetricsConfig {
+    pub ip: IpAddr,
+    pub port: u16,
+    pub disabled: bool,
+    pub scan_count: u32,
+    pub scan_limit: u32,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 9101,
+            disabled: false,
+            scan_count: 100,
+            scan_limit: 2000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct CertPair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct SslConfig {
+    pub default: CertPair,
+    #[serde(default)]
+    pub hosts: std::collections::BTreeMap<String, CertPair>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct ShieldSection {
+    /// Interfaces to attach the XDP shield to; empty: shield off.
+    pub interfaces: Vec<String>,
+    /// skb, drv or auto.
+    pub mode: String,
+    pub dry_run: bool,
+    /// Default ban length for WAF and rate-limit bans.
+    pub ban_seconds: u64,
+    /// Where the shield pins its maps.
+    pub pin_root: PathBuf,
+}
+
+impl Default for ShieldSection {
+    fn default() -> Self {
+        Self {
+            interfaces: Vec::new(),
+            mode: String::from("auto"),
+            dry_run: false,
+            ban_seconds: 600,
+            pin_root: PathBuf::from(crate::shield::DEFAULT_PIN_ROOT),
+        }
+    }
+}
+
+/// Known keys, per object path, for typo detection.
+const TOP_KEYS: &[&str] = &[
+    "ip",
+    "port",
+    "ipv6",
+    "data_dir",
+    "cache_max_size",
+    "cache_total_size",
+    "backlog",
+    "max_body_size",
+    "request_line_limit",
+    "request_head_limit",
+    "max_header_count",
+    "keepalive_idle_timeout",
+    "request_header_timeout",
+    "request_body_timeout",
+    "tls_handshake_timeout",
+    "log_level",
+    "log_headers",
+    "redis",
+    "metrics",
+    "ssl",
+    "workers",
+    "max_connections",
+    "max_requests_per_connection",
+    "fork_limit",
+    "requests_per_fork",
+    "shutdown_grace",
+    "shield",
+    "store",
+];
+const REDIS_KEYS: &[&str] = &["host", "port", "db", "prefix", "timeout", "ssl", "auth"];
+const METRICS_KEYS: &[&str] = &["ip", "port", "disabled", "scan_count", "scan_limit"];
+const SHIELD_KEYS: &[&str] = &["interfaces", "mode", "dry_run", "ban_seconds", "pin_root"];
+const SSL_KEYS: &[&str] = &["default", "hosts"];
+
+const LOG_LEVELS: &[&str] = &["error", "warn", "info", "access", "debug", "trace"];
+
+impl Config {
+    /// Which file to read: `--config`, else `$RELIW_CONFIG_FILE`, else
+    /// `/etc/reliw/config.json` if it exists; `None` means built-in defaults.
+    pub fn locate(flag: Option<&Path>) -> Option<PathBuf> {
+        if let Some(path) = flag {
+            return Some(path.to_owned());
+        }
+        if let Some(path) = std::env::var_os(ENV_VAR) {
+            return Some(PathBuf::from(path));
+        }
+        let default = Path::new(DEFAULT_PATH);
+        default.exists().then(|| default.to_owned())
+    }
+
+    /// Reads and validates a config file; warnings go to the log.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let (config, warnings) = Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { detail, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                detail,
+            },
+            other => other,
+        })?;
+        for w in warnings {
+            tracing::warn!("config {}: {w}", path.display());
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates config text; returns the config and warnings.
+    pub fn parse(text: &str) -> Result<(Self, Vec<String>), ConfigError> {
+        let parse_error = |detail: String| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            detail,
+        };
+        let value: Value = serde_json::from_str(text).map_err(|e| parse_error(e.to_string()))?;
+        let Value::Object(top) = &value else {
+            return Err(parse_error(String::from("the config must be a JSON object")));
+        };
+        let mut warnings = Vec::new();
+        check_keys("", top, TOP_KEYS, &mut warnings)?;
+        for (section, keys) in [
+            ("redis", REDIS_KEYS),
+            ("metrics", METRICS_KEYS),
+            ("shield", SHIELD_KEYS),
+            ("ssl", SSL_KEYS),
+        ] {
+            if let Some(Value::Object(obj)) = top.get(section) {
+                check_keys(section, obj, keys, &mut warnings)?;
+            }
+        }
+        let mut config: Config = serde_path_to_error::deserialize(&value).map_err(|e| {
+            let path = e.path().to_string();
+            invalid(&path, e.into_inner().to_string())
+        })?;
+        config.apply_reliw_aliases();
+        config.validate()?;
+        Ok((config, warnings))
+    }
+
+    fn apply_reliw_aliases(&mut self) {
+        if let Some(limit) = self.fork_limit {
+            self.max_connections = limit;
+        }
+        if let Some(limit) = self.requests_per_fork {
+            self.max_requests_per_connection = limit;
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = |key: &str, v: u64| {
+            if v == 0 {
+                Err(invalid(key, "must be greater than 0"))
+            } else {
+                Ok(())
+            }
+        };
+        positive("keepalive_idle_timeout", self.keepalive_idle_timeout)?;
+        positive("request_header_timeout", self.request_header_timeout)?;
+        positive("request_body_timeout", self.request_body_timeout)?;
+        positive("tls_handshake_timeout", self.tls_handshake_timeout)?;
+        positive("backlog", u64::from(self.backlog))?;
+        positive("max_connections", self.max_connections as u64)?;
+        if self.workers == 0 || self.workers > 1024 {
+            return Err(invalid("workers", "must be between 1 and 1024"));
+        }
+        if !(256..=1_048_576).contains(&self.request_line_limit) {
+            return Err(invalid("request_line_limit", "must be between 256 and 1048576"));
+        }
+        if self.request_head_limit < self.request_line_limit || self.request_head_limit > 16_777_216 {
+            return Err(invalid(
+                "request_head_limit",
+                "must be at least request_line_limit and at most 16777216",
+            ));
+        }
+        if !(1..=10_000).contains(&self.max_header_count) {
+            return Err(invalid("max_header_count", "must be between 1 and 10000"));
+        }
+        if self.port == 0 {
+            return Err(invalid("port", "must be between 1 and 65535"));
+        }
+        if !LOG_LEVELS.contains(&self.log_level.as_str()) {
+            return Err(invalid(
+                "log_level",
+                format!("'{}' is not one of {}", self.log_level, LOG_LEVELS.join(", ")),
+            ));
+        }
+        if !(1..=1000).contains(&self.metrics.scan_count) {
+            return Err(invalid("metrics.scan_count", "must be between 1 and 1000"));
+        }
+        if !(1..=10_000).contains(&self.metrics.scan_limit) {
+            return Err(invalid("metrics.scan_limit", "must be between 1 and 10000"));
+        }
+        if !(self.redis.timeout > 0.0 && self.redis.timeout.is_finite()) {
+            return Err(invalid("redis.timeout", "must be a positive number of seconds"));
+        }
+        if self.shield.mode.parse::<crate::shield::AttachMode>().is_err() {
+            return Err(invalid("shield.mode", "must be skb, drv or auto"));
+        }
+        positive("shield.ban_seconds", self.shield.ban_seconds)?;
+        if let Some(ssl) = &self.ssl {
+            let pairs = std::iter::once((String::from("ssl.default"), &ssl.default)).chain(
+                ssl.hosts
+                    .iter()
+                    .map(|(host, pair)| (format!("ssl.hosts.{host}"), pair)),
+            );
+            for (key, pair) in pairs {
+                for (what, path) in [("cert", &pair.cert), ("key", &pair.key)] {
+                    if !path.is_file() {
+                        return Err(invalid(
+                            &format!("{key}.{what}"),
+                            format!("{} does not exist or is not a file", path.display()),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Request head timeout.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_header_timeout)
+    }
+
+    /// Idle keep-alive timeout.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.keepalive_idle_timeout)
+    }
+
+    /// Whole-body timeout.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_body_timeout)
+    }
+}
+
+fn check_keys(
+    section: &str,
+    obj: &serde_json::Map<String, Value>,
+    known: &[&str],
+    warnings: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    for key in obj.keys() {
+        if known.contains(&key.as_str()) {
+            continue;
+        }
+        let full = if section.is_empty() {
+            key.clone()
+        } else {
+            format!("{section}.{key}")
+        };
+        let nearest = known
+            .iter()
+            .map(|k| (edit_distance(key, k), *k))
+            .min_by_key(|(d, _)| *d);
+        match nearest {
+            Some((d, suggestion)) if d <= 2 && key.len() > 2 => {
+                return Err(ConfigError::Typo {
+                    key: full,
+                    suggestion: if section.is_empty() {
+                        suggestion.to_owned()
+                    } else {
+                        format!("{section}.{suggestion}")
+                    },
+                });
+            }
+            _ => warnings.push(format!("unknown key '{full}' ignored")),
+        }
+    }
+    Ok(())
+}
+
+/// Levenshtein distance; keys are short, so the quadratic cost is nothing.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text).err().map(|e| e.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn empty_object_gives_reliw_defaults() {
+        let (c, warnings) = Config::parse("{}").unwrap_or_else(|e| panic!("{e}"));
+        assert!(warnings.is_empty());
+        assert_eq!(c.ip, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.data_dir, PathBuf::from("/www"));
+        assert_eq!(c.max_body_size, 5_242_880);
+        assert_eq!(c.request_line_limit, 8192);
+        assert_eq!(c.keepalive_idle_timeout, 15);
+        assert_eq!(c.redis.db, 13);
+        assert_eq!(c.redis.prefix, "RLW");
+        assert_eq!(c.metrics.port, 9101);
+        assert_eq!(c.log_headers, ["referer", "x-real-ip", "user-agent"]);
+    }
+
+    #[test]
+    fn wrong_types_and_ranges_name_the_key() {
+        assert!(err(r#"{"port": "80"}"#).contains("'port'"));
+        assert!(err(r#"{"port": 70000}"#).contains("'port'"));
+        assert!(err(r#"{"redis": {"port": -1}}"#).contains("'redis.port'"));
+        assert!(err(r#"{"metrics": {"scan_count": 0}}"#).contains("metrics.scan_count"));
+        assert!(err(r#"{"metrics": {"scan_limit": 10001}}"#).contains("metrics.scan_limit"));
+        assert!(err(r#"{"log_level": "loud"}"#).contains("'log_level'"));
+        assert!(err(r#"{"workers": 0}"#).contains("'workers'"));
+        assert!(err(r#"{"shield": {"mode": "fast"}}"#).contains("shield.mode"));
+        assert!(err("[1]").contains("JSON object"));
+        assert!(err("{").contains("EOF"));
+    }
+
+    #[test]
+    fn typos_fail_and_other_unknown_keys_warn() {
+        assert!(err(r#"{"prot": 80}"#).contains("'prot' is unknown (did you mean 'port'?)"));
+        assert!(err(r#"{"redis": {"hots": "x"}}"#).contains("did you mean 'redis.host'"));
+        let (_, warnings) = Config::parse(r#"{"completely_new_thing": 1}"#).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(warnings, ["unknown key 'completely_new_thing' ignored"]);
+    }
+
+    #[test]
+    fn missing_cert_files_fail() {
+        let e = err(r#"{"ssl": {"default": {"cert": "/nonexistent/c.pem", "key": "/nonexistent/k.pem"}}}"#);
+        assert!(e.contains("ssl.default.cert"), "{e}");
+    }
+
+    #[test]
+    fn reliw_fork_keys_become_connection_caps() {
+        let (c, _) = Config::parse(r#"{"fork_limit": 64, "requests_per_fork": 5}"#).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.max_connections, 64);
+        assert_eq!(c.max_requests_per_connection, 5);
+    }
+}

@@ -1,0 +1,163 @@
+//! Response heads: status codes, reasons, and the encoder.
+
+use std::fmt::Write as _;
+use std::time::SystemTime;
+
+/// An HTTP status code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Status(u16);
+
+impl Status {
+    pub const CONTINUE: Self = Self(100);
+    pub const OK: Self = Self(200);
+    pub const PARTIAL_CONTENT: Self = Self(206);
+    pub const MOVED_PERMANENTLY: Self = Self(301);
+    pub const NOT_MODIFIED: Self = Self(304);
+    pub const BAD_REQUEST: Self = Self(400);
+    pub const FORBIDDEN: Self = Self(403);
+    pub const NOT_FOUND: Self = Self(404);
+    pub const METHOD_NOT_ALLOWED: Self = Self(405);
+    pub const REQUEST_TIMEOUT: Self = Self(408);
+    pub const PAYLOAD_TOO_LARGE: Self = Self(413);
+    pub const URI_TOO_LONG: Self = Self(414);
+    pub const RANGE_NOT_SATISFIABLE: Self = Self(416);
+    pub const EXPECTATION_FAILED: Self = Self(417);
+    pub const HEADER_FIELDS_TOO_LARGE: Self = Self(431);
+    pub const INTERNAL_SERVER_ERROR: Self = Self(500);
+    pub const NOT_IMPLEMENTED: Self = Self(501);
+    pub const SERVICE_UNAVAILABLE: Self = Self(503);
+    pub const VERSION_NOT_SUPPORTED: Self = Self(505);
+
+    pub const fn code(self) -> u16 {
+        self.0
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self.0 {
+            100 => "Continue",
+            200 => "OK",
+            206 => "Partial Content",
+            301 => "Moved Permanently",
+            304 => "Not Modified",
+            400 => "Bad Request",
+            403 => "Forbidden",
+            404 => "Not Found",
+            405 => "Method Not Allowed",
+            408 => "Request Timeout",
+            413 => "Content Too Large",
+            414 => "URI Too Long",
+            416 => "Range Not Satisfiable",
+            417 => "Expectation Failed",
+            431 => "Request Header Fields Too Large",
+            500 => "Internal Server Error",
+            501 => "Not Implemented",
+            503 => "Service Unavailable",
+            505 => "HTTP Version Not Supported",
+            _ => "Unknown",
+        }
+    }
+
+    /// Responses that never carry a body.
+    pub fn has_no_body(self) -> bool {
+        self.0 < 200 || self.0 == 204 || self.0 == 304
+    }
+}
+
+/// A response head under construction.
+#[derive(Clone, Debug)]
+pub struct ResponseHead {
+    pub status: Status,
+    /// Extra header fields (`Date`, `Server`, `Content-Length` and
+    /// `Connection` are written by [`ResponseHead::encode`]).
+    pub headers: Vec<(&'static str, String)>,
+    /// Body length announced in `Content-Length` (omitted for 1xx/304).
+    pub content_length: u64,
+    /// Send `Connection: close` (and close after the body).
+    pub close: bool,
+    /// Send `Connection: keep-alive` (an HTTP/1.0 client asked for it).
+    pub keep_alive_10: bool,
+}
+
+impl ResponseHead {
+    pub fn new(status: Status) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            content_length: 0,
+            close: false,
+            keep_alive_10: false,
+        }
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Appends the head to `out`. `date` is the `Date` value (see [`http_date`]).
+    pub fn encode(&self, date: &str, out: &mut Vec<u8>) {
+        let mut text = String::with_capacity(256);
+        let _ = write!(
+            text,
+            "HTTP/1.1 {} {}\r\nServer: reliw\r\nDate: {date}\r\n",
+            self.status.code(),
+            self.status.reason()
+        );
+        for (name, value) in &self.headers {
+            let _ = write!(text, "{name}: {value}\r\n");
+        }
+        if self.status.code() >= 200 && self.status != Status::NOT_MODIFIED {
+            let _ = write!(text, "Content-Length: {}\r\n", self.content_length);
+        }
+        if self.close {
+            text.push_str("Connection: close\r\n");
+        } else if self.keep_alive_10 {
+            text.push_str("Connection: keep-alive\r\n");
+        }
+        text.push_str("\r\n");
+        out.extend_from_slice(text.as_bytes());
+    }
+}
+
+/// The IMF-fixdate form of a time, for `Date` and `Last-Modified`.
+pub fn http_date(t: SystemTime) -> String {
+    httpdate::fmt_http_date(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_encode_with_length_and_connection() {
+        let mut out = Vec::new();
+        ResponseHead::new(Status::NOT_FOUND)
+            .header("Content-Type", "text/plain")
+            .encode("Thu, 01 Jan 1970 00:00:00 GMT", &mut out);
+        let text = String::from_utf8(out).unwrap_or_default();
+        assert_eq!(
+            text,
+            "HTTP/1.1 404 Not Found\r\nServer: reliw\r\nDate: Thu, 01 Jan 1970 00:00:00 GMT\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n"
+        );
+        let mut out = Vec::new();
+        let mut head = ResponseHead::new(Status::NOT_MODIFIED);
+        head.close = true;
+        head.encode("d", &mut out);
+        let text = String::from_utf8(out).unwrap_or_default();
+        assert!(!text.contains("Content-Length"), "{text}");
+        assert!(text.ends_with("Connection: close\r\n\r\n"));
+    }
+
+    #[test]
+    fn encoded_heads_parse_back() {
+        let mut out = Vec::new();
+        let mut head = ResponseHead::new(Status::OK).header("ETag", "\"x\"");
+        head.content_length = 12;
+        head.encode("Thu, 01 Jan 1970 00:00:00 GMT", &mut out);
+        let mut headers = [httparse::EMPTY_HEADER; 8];
+        let mut resp = httparse::Response::new(&mut headers);
+        assert!(matches!(resp.parse(&out), Ok(httparse::Status::Complete(n)) if n == out.len()));
+        assert_eq!(resp.code, Some(200));
+        assert!(resp.headers.iter().any(|h| h.name == "Content-Length" && h.value == b"12"));
+    }
+}
