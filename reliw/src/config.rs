@@ -309,7 +309,9 @@ impl Config {
         };
         let value: Value = serde_json::from_str(text).map_err(|e| parse_error(e.to_string()))?;
         let Value::Object(top) = &value else {
-            return Err(parse_error(String::from("the config must be a JSON object")));
+            return Err(parse_error(String::from(
+                "the config must be a JSON object",
+            )));
         };
         let mut warnings = Vec::new();
         check_keys("", top, TOP_KEYS, &mut warnings)?;
@@ -359,9 +361,13 @@ impl Config {
             return Err(invalid("workers", "must be between 1 and 1024"));
         }
         if !(256..=1_048_576).contains(&self.request_line_limit) {
-            return Err(invalid("request_line_limit", "must be between 256 and 1048576"));
+            return Err(invalid(
+                "request_line_limit",
+                "must be between 256 and 1048576",
+            ));
         }
-        if self.request_head_limit < self.request_line_limit || self.request_head_limit > 16_777_216 {
+        if self.request_head_limit < self.request_line_limit || self.request_head_limit > 16_777_216
+        {
             return Err(invalid(
                 "request_head_limit",
                 "must be at least request_line_limit and at most 16777216",
@@ -376,7 +382,11 @@ impl Config {
         if !LOG_LEVELS.contains(&self.log_level.as_str()) {
             return Err(invalid(
                 "log_level",
-                format!("'{}' is not one of {}", self.log_level, LOG_LEVELS.join(", ")),
+                format!(
+                    "'{}' is not one of {}",
+                    self.log_level,
+                    LOG_LEVELS.join(", ")
+                ),
             ));
         }
         if !(1..=1000).contains(&self.metrics.scan_count) {
@@ -386,9 +396,17 @@ impl Config {
             return Err(invalid("metrics.scan_limit", "must be between 1 and 10000"));
         }
         if !(self.redis.timeout > 0.0 && self.redis.timeout.is_finite()) {
-            return Err(invalid("redis.timeout", "must be a positive number of seconds"));
+            return Err(invalid(
+                "redis.timeout",
+                "must be a positive number of seconds",
+            ));
         }
-        if self.shield.mode.parse::<crate::shield::AttachMode>().is_err() {
+        if self
+            .shield
+            .mode
+            .parse::<crate::shield::AttachMode>()
+            .is_err()
+        {
             return Err(invalid("shield.mode", "must be skb, drv or auto"));
         }
         positive("shield.ban_seconds", self.shield.ban_seconds)?;
@@ -486,7 +504,10 @@ mod tests {
     use super::*;
 
     fn err(text: &str) -> String {
-        Config::parse(text).err().map(|e| e.to_string()).unwrap_or_default()
+        Config::parse(text)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
     }
 
     #[test]
@@ -523,19 +544,23 @@ mod tests {
     fn typos_fail_and_other_unknown_keys_warn() {
         assert!(err(r#"{"prot": 80}"#).contains("'prot' is unknown (did you mean 'port'?)"));
         assert!(err(r#"{"redis": {"hots": "x"}}"#).contains("did you mean 'redis.host'"));
-        let (_, warnings) = Config::parse(r#"{"completely_new_thing": 1}"#).unwrap_or_else(|e| panic!("{e}"));
+        let (_, warnings) =
+            Config::parse(r#"{"completely_new_thing": 1}"#).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(warnings, ["unknown key 'completely_new_thing' ignored"]);
     }
 
     #[test]
     fn missing_cert_files_fail() {
-        let e = err(r#"{"ssl": {"default": {"cert": "/nonexistent/c.pem", "key": "/nonexistent/k.pem"}}}"#);
+        let e = err(
+            r#"{"ssl": {"default": {"cert": "/nonexistent/c.pem", "key": "/nonexistent/k.pem"}}}"#,
+        );
         assert!(e.contains("ssl.default.cert"), "{e}");
     }
 
     #[test]
     fn reliw_fork_keys_become_connection_caps() {
-        let (c, _) = Config::parse(r#"{"fork_limit": 64, "requests_per_fork": 5}"#).unwrap_or_else(|e| panic!("{e}"));
+        let (c, _) = Config::parse(r#"{"fork_limit": 64, "requests_per_fork": 5}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.max_connections, 64);
         assert_eq!(c.max_requests_per_connection, 5);
     }

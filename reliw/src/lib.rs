@@ -4,9 +4,11 @@
 //! - [`shield`]: the XDP shield from user space (loader, pins, bans, stats).
 //! - [`config`]: the JSON configuration (RELIW's keys and defaults).
 //! - [`http`]: the sans-IO HTTP/1.1 codec.
+//! - [`files`]: static files with kernel-enforced confinement, and their cache.
 //! - [`cli`]: the command line (`reliw shield ...`).
 
 pub mod cli;
 pub mod config;
+pub mod files;
 pub mod http;
 pub mod shield;

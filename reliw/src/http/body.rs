@@ -34,16 +34,29 @@ const TOO_LARGE: BodyError = BodyError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Chunk {
     /// Reading the hex size; `line` bytes of the line seen so far.
-    Size { size: u64, digits: u8, line: usize, in_ext: bool },
+    Size {
+        size: u64,
+        digits: u8,
+        line: usize,
+        in_ext: bool,
+    },
     /// Saw CR after the size line.
-    SizeLf { size: u64 },
+    SizeLf {
+        size: u64,
+    },
     /// In chunk data.
-    Data { left: u64 },
+    Data {
+        left: u64,
+    },
     /// Expect CR then LF after the data.
     DataCr,
     DataLf,
     /// In the trailer section; `line` bytes into the current line, `total` overall.
-    Trailer { line: usize, total: usize, cr: bool },
+    Trailer {
+        line: usize,
+        total: usize,
+        cr: bool,
+    },
     Done,
 }
 
@@ -124,7 +137,8 @@ impl BodyDecoder {
                     i += take;
                 }
                 State::Chunked(chunk) => {
-                    let (used, data) = step_chunked(chunk, &input[i..], self.limit, &mut self.received)?;
+                    let (used, data) =
+                        step_chunked(chunk, &input[i..], self.limit, &mut self.received)?;
                     if let Some(range) = data {
                         out.data.push(i + range.start..i + range.end);
                     }
@@ -151,7 +165,12 @@ fn step_chunked(
 ) -> Result<(usize, Option<std::ops::Range<usize>>), BodyError> {
     let b = input[0];
     match chunk {
-        Chunk::Size { size, digits, line, in_ext } => {
+        Chunk::Size {
+            size,
+            digits,
+            line,
+            in_ext,
+        } => {
             *line += 1;
             if *line > MAX_CHUNK_LINE {
                 return Err(malformed("chunk size line too long"));
@@ -263,7 +282,12 @@ mod tests {
     use super::*;
 
     /// Decodes `input` fed in pieces of `step` bytes; returns body and leftover.
-    fn run(framing: BodyFraming, limit: u64, input: &[u8], step: usize) -> Result<(Vec<u8>, usize), BodyError> {
+    fn run(
+        framing: BodyFraming,
+        limit: u64,
+        input: &[u8],
+        step: usize,
+    ) -> Result<(Vec<u8>, usize), BodyError> {
         let mut d = BodyDecoder::new(framing, limit)?;
         let mut body = Vec::new();
         let mut pos = 0;
@@ -285,7 +309,8 @@ mod tests {
     #[test]
     fn content_length_bodies_stop_at_the_length() {
         for step in [1, 3, 100] {
-            let (body, left) = run(BodyFraming::Length(5), 100, b"helloGET /", step).unwrap_or_else(|e| panic!("{e:?}"));
+            let (body, left) = run(BodyFraming::Length(5), 100, b"helloGET /", step)
+                .unwrap_or_else(|e| panic!("{e:?}"));
             assert_eq!(body, b"hello");
             assert_eq!(left, 5);
         }
@@ -293,30 +318,60 @@ mod tests {
 
     #[test]
     fn chunked_with_extensions_and_trailers() {
-        let wire = b"5;name=value\r\nhello\r\n6 ; ext\r\n world\r\n0\r\nX-Trailer: t\r\nY: u\r\n\r\nNEXT";
+        let wire =
+            b"5;name=value\r\nhello\r\n6 ; ext\r\n world\r\n0\r\nX-Trailer: t\r\nY: u\r\n\r\nNEXT";
         for step in [1, 2, 7, 1000] {
-            let (body, left) = run(BodyFraming::Chunked, 100, wire, step).unwrap_or_else(|e| panic!("{e:?}"));
+            let (body, left) =
+                run(BodyFraming::Chunked, 100, wire, step).unwrap_or_else(|e| panic!("{e:?}"));
             assert_eq!(body, b"hello world", "step {step}");
             assert_eq!(left, 4);
         }
-        let (body, _) = run(BodyFraming::Chunked, 100, b"A\r\n0123456789\r\n0\r\n\r\n", 1).unwrap_or_else(|e| panic!("{e:?}"));
+        let (body, _) = run(
+            BodyFraming::Chunked,
+            100,
+            b"A\r\n0123456789\r\n0\r\n\r\n",
+            1,
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(body, b"0123456789");
     }
 
     #[test]
     fn limits_are_enforced_on_declared_and_cumulative_sizes() {
-        assert_eq!(BodyDecoder::new(BodyFraming::Length(11), 10).err(), Some(TOO_LARGE));
+        assert_eq!(
+            BodyDecoder::new(BodyFraming::Length(11), 10).err(),
+            Some(TOO_LARGE)
+        );
         let over = b"6\r\nabcdef\r\n5\r\nghijk\r\n0\r\n\r\n";
-        assert_eq!(run(BodyFraming::Chunked, 10, over, 3).err(), Some(TOO_LARGE));
+        assert_eq!(
+            run(BodyFraming::Chunked, 10, over, 3).err(),
+            Some(TOO_LARGE)
+        );
         assert!(run(BodyFraming::Chunked, 11, over, 3).is_ok());
-        assert_eq!(run(BodyFraming::Chunked, 1 << 60, b"ffffffffffffffff\r\n", 1).err(), Some(TOO_LARGE));
+        assert_eq!(
+            run(BodyFraming::Chunked, 1 << 60, b"ffffffffffffffff\r\n", 1).err(),
+            Some(TOO_LARGE)
+        );
     }
 
     #[test]
     fn malformed_chunks_are_400() {
-        for bad in [&b"x\r\n"[..], b"\r\n", b"5\r\nhelloXX", b"5\nhello\r\n", b"-1\r\n", b"0\r\nX\0: y\r\n\r\n", b"0\r\nX: y\n\r\n"] {
+        for bad in [
+            &b"x\r\n"[..],
+            b"\r\n",
+            b"5\r\nhelloXX",
+            b"5\nhello\r\n",
+            b"-1\r\n",
+            b"0\r\nX\0: y\r\n\r\n",
+            b"0\r\nX: y\n\r\n",
+        ] {
             let e = run(BodyFraming::Chunked, 100, bad, 1).err();
-            assert_eq!(e.map(|e| e.status.code()), Some(400), "{:?}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                e.map(|e| e.status.code()),
+                Some(400),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

@@ -193,7 +193,9 @@ fn leading_empty_lines(buf: &[u8]) -> usize {
 
 /// Index just past the blank line that ends the head.
 fn find_head_end(data: &[u8]) -> Option<usize> {
-    data.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+    data.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
 }
 
 /// Limits that can be judged before the head is complete.
@@ -286,8 +288,14 @@ fn check_lines(head: &[u8], limits: &Limits) -> Result<(), HeadError> {
 }
 
 fn trim(v: &[u8]) -> &[u8] {
-    let start = v.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(v.len());
-    let end = v.iter().rposition(|b| !matches!(b, b' ' | b'\t')).map_or(start, |p| p + 1);
+    let start = v
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(start, |p| p + 1);
     &v[start..end]
 }
 
@@ -365,7 +373,9 @@ fn validate(
             }
             match transfer_codings.as_slice() {
                 [only] if only == "chunked" => BodyFraming::Chunked,
-                [earlier @ .., last] if last == "chunked" && !earlier.iter().any(|c| c == "chunked") => {
+                [earlier @ .., last]
+                    if last == "chunked" && !earlier.iter().any(|c| c == "chunked") =>
+                {
                     return Err(HeadError {
                         status: Status::NOT_IMPLEMENTED,
                         reason: "unsupported transfer coding",
@@ -496,37 +506,81 @@ mod tests {
         assert!(!ok("GET / HTTP/1.0\r\n\r\n").keep_alive);
         assert!(ok("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive);
         assert!(!ok("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").keep_alive);
-        assert!(!ok("GET / HTTP/1.1\r\nHost: h\r\nConnection: Keep-Alive, Close\r\n\r\n").keep_alive);
+        assert!(
+            !ok("GET / HTTP/1.1\r\nHost: h\r\nConnection: Keep-Alive, Close\r\n\r\n").keep_alive
+        );
     }
 
     #[test]
     fn smuggling_vectors_are_refused() {
         for (what, text) in [
-            ("CL and TE", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"),
-            ("TE not chunked", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n"),
-            ("TE chunked not last", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
-            ("TE twice", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"),
-            ("TE in 1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
-            ("two CL", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n"),
-            ("CL list", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3, 4\r\n\r\n"),
-            ("CL sign", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +3\r\n\r\n"),
-            ("CL hex", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0x3\r\n\r\n"),
-            ("CL huge", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999999999\r\n\r\n"),
-            ("obs-fold", "GET / HTTP/1.1\r\nHost: h\r\nX-A: a\r\n b\r\n\r\n"),
+            (
+                "CL and TE",
+                "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            ),
+            (
+                "TE not chunked",
+                "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n",
+            ),
+            (
+                "TE chunked not last",
+                "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            ),
+            (
+                "TE twice",
+                "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            ),
+            (
+                "TE in 1.0",
+                "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            ),
+            (
+                "two CL",
+                "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+            ),
+            (
+                "CL list",
+                "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3, 4\r\n\r\n",
+            ),
+            (
+                "CL sign",
+                "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +3\r\n\r\n",
+            ),
+            (
+                "CL hex",
+                "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0x3\r\n\r\n",
+            ),
+            (
+                "CL huge",
+                "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            ),
+            (
+                "obs-fold",
+                "GET / HTTP/1.1\r\nHost: h\r\nX-A: a\r\n b\r\n\r\n",
+            ),
             ("space before colon", "GET / HTTP/1.1\r\nHost : h\r\n\r\n"),
             ("tab before colon", "GET / HTTP/1.1\r\nHost\t: h\r\n\r\n"),
             ("bare CR", "GET / HTTP/1.1\r\nHost: h\rX: y\r\n\r\n"),
             ("bare LF", "GET / HTTP/1.1\r\nHost: h\nX: y\r\n\r\n"),
             ("NUL", "GET / HTTP/1.1\r\nHost: h\r\nX: a\0b\r\n\r\n"),
-            ("non-ASCII", "GET / HTTP/1.1\r\nHost: h\r\nX: caf\u{e9}\r\n\r\n"),
+            (
+                "non-ASCII",
+                "GET / HTTP/1.1\r\nHost: h\r\nX: caf\u{e9}\r\n\r\n",
+            ),
             ("no host", "GET / HTTP/1.1\r\n\r\n"),
             ("two hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
-            ("absolute-form mismatch", "GET http://evil.example/ HTTP/1.1\r\nHost: good.example\r\n\r\n"),
+            (
+                "absolute-form mismatch",
+                "GET http://evil.example/ HTTP/1.1\r\nHost: good.example\r\n\r\n",
+            ),
             ("bad target", "GET foo HTTP/1.1\r\nHost: h\r\n\r\n"),
         ] {
             assert_eq!(status(text), 400, "{what}");
         }
-        assert_eq!(status("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), 501);
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            501
+        );
     }
 
     #[test]
@@ -544,29 +598,54 @@ mod tests {
         assert_eq!(status(&long_target), 414);
         // Detected before the head is complete, too.
         assert_eq!(status(&format!("GET /{}", "a".repeat(9000))), 414);
-        let long_header = format!("GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n", "a".repeat(9000));
+        let long_header = format!(
+            "GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n",
+            "a".repeat(9000)
+        );
         assert_eq!(status(&long_header), 431);
-        assert_eq!(status(&format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(9000))), 431);
+        assert_eq!(
+            status(&format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(9000))),
+            431
+        );
         let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
-        assert_eq!(status(&format!("GET / HTTP/1.1\r\nHost: h\r\n{many}\r\n")), 431);
-        let small = Limits { line: 8192, head: 100, headers: 100 };
+        assert_eq!(
+            status(&format!("GET / HTTP/1.1\r\nHost: h\r\n{many}\r\n")),
+            431
+        );
+        let small = Limits {
+            line: 8192,
+            head: 100,
+            headers: 100,
+        };
         let big = format!("GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n", "a".repeat(100));
-        assert_eq!(parse_head(big.as_bytes(), &small).map_err(|e| e.status.code()), Err(431));
+        assert_eq!(
+            parse_head(big.as_bytes(), &small).map_err(|e| e.status.code()),
+            Err(431)
+        );
     }
 
     #[test]
     fn methods_versions_and_expectations() {
         assert_eq!(status("BREW / HTTP/1.1\r\nHost: h\r\n\r\n"), 501);
         assert_eq!(status("GET / HTTP/2.0\r\nHost: h\r\n\r\n"), 505);
-        assert_eq!(status("GET / HTTP/1.1\r\nHost: h\r\nExpect: teapot\r\n\r\n"), 417);
-        assert!(ok("PUT / HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n").expect_continue);
+        assert_eq!(
+            status("GET / HTTP/1.1\r\nHost: h\r\nExpect: teapot\r\n\r\n"),
+            417
+        );
+        assert!(
+            ok("PUT / HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n")
+                .expect_continue
+        );
         assert_eq!(ok("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n").target, "*");
     }
 
     #[test]
     fn leading_blank_lines_are_ignored_and_counted() {
         let text = "\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n";
-        let (_, len) = parse(text).ok().flatten().unwrap_or_else(|| panic!("parses"));
+        let (_, len) = parse(text)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("parses"));
         assert_eq!(len, text.len());
     }
 }

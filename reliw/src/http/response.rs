@@ -158,6 +158,10 @@ mod tests {
         let mut resp = httparse::Response::new(&mut headers);
         assert!(matches!(resp.parse(&out), Ok(httparse::Status::Complete(n)) if n == out.len()));
         assert_eq!(resp.code, Some(200));
-        assert!(resp.headers.iter().any(|h| h.name == "Content-Length" && h.value == b"12"));
+        assert!(
+            resp.headers
+                .iter()
+                .any(|h| h.name == "Content-Length" && h.value == b"12")
+        );
     }
 }

@@ -1,0 +1,179 @@
+//! String validation of the Host header and the request path, as RELIW did
+//! it. This is the first of two fences: the second is the kernel
+//! (`openat2` with `RESOLVE_BENEATH`, see `files::open`).
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// The Host header, normalised: lower case, port removed. `None` when it is
+/// not a DNS name, `localhost`, an IPv4 address or a bracketed IPv6 address.
+pub fn normalise_host(raw: &str) -> Option<String> {
+    let lower = raw.trim().to_ascii_lowercase();
+    let host = if let Some(rest) = lower.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        inside.parse::<Ipv6Addr>().ok()?;
+        if !(after.is_empty() || valid_port(after.strip_prefix(':')?)) {
+            return None;
+        }
+        return Some(format!("[{inside}]"));
+    } else {
+        match lower.rsplit_once(':') {
+            Some((host, port)) if valid_port(port) => host.to_owned(),
+            Some(_) => return None,
+            None => lower,
+        }
+    };
+    if host == "localhost" || host.parse::<Ipv4Addr>().is_ok() || is_dns_name(&host) {
+        Some(host)
+    } else {
+        None
+    }
+}
+
+fn valid_port(port: &str) -> bool {
+    !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn is_dns_name(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+        // All-numeric names are malformed IPv4 addresses, not DNS names.
+        && !host.split('.').all(|l| l.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Why a path was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BadPath(pub &'static str);
+
+/// Validates a request path (without query) and returns it decoded and
+/// relative (no leading `/`, no empty or `.` segments), as bytes.
+/// `Err` for: no leading `/`, control bytes, backslashes, encoded `.`, `/`
+/// or `\`, invalid percent escapes, a NUL or `..` segment after decoding.
+pub fn relative_path(path: &str) -> Result<Vec<u8>, BadPath> {
+    let raw = path.as_bytes();
+    if raw.first() != Some(&b'/') {
+        return Err(BadPath("path must start with /"));
+    }
+    if raw.iter().any(|&b| b < 0x20 || b == 0x7f || b == b'\\') {
+        return Err(BadPath("control byte or backslash in path"));
+    }
+    let lower = path.to_ascii_lowercase();
+    if ["%2e", "%2f", "%5c"].iter().any(|enc| lower.contains(enc)) {
+        return Err(BadPath("encoded dot, slash or backslash in path"));
+    }
+    let decoded = percent_decode(raw).ok_or(BadPath("invalid percent escape in path"))?;
+    if decoded.iter().any(|&b| b < 0x20 || b == 0x7f || b == b'\\') {
+        return Err(BadPath("control byte or backslash in decoded path"));
+    }
+    let mut out = Vec::with_capacity(decoded.len());
+    for segment in decoded.split(|&b| b == b'/') {
+        match segment {
+            b"" | b"." => {}
+            b".." => return Err(BadPath("'..' segment in path")),
+            s => {
+                if !out.is_empty() {
+                    out.push(b'/');
+                }
+                out.extend_from_slice(s);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn percent_decode(raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'%' {
+            let hi = (*raw.get(i + 1)? as char).to_digit(16)?;
+            let lo = (*raw.get(i + 2)? as char).to_digit(16)?;
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(raw[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_normalised_or_refused() {
+        assert_eq!(
+            normalise_host("Example.COM:8080").as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(normalise_host("localhost").as_deref(), Some("localhost"));
+        assert_eq!(
+            normalise_host("198.18.0.1:80").as_deref(),
+            Some("198.18.0.1")
+        );
+        assert_eq!(normalise_host("[::1]:8080").as_deref(), Some("[::1]"));
+        assert_eq!(normalise_host("[FD00::1]").as_deref(), Some("[fd00::1]"));
+        for bad in [
+            "",
+            "__",
+            "..",
+            "a..b",
+            "-a.com",
+            "a_b.com",
+            "a/b",
+            "a\\b",
+            "::1",
+            "[::1",
+            "[zz]",
+            "a.com:",
+            "a.com:x",
+            "999.1.1.1",
+            "a com",
+        ] {
+            assert_eq!(normalise_host(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn paths_are_decoded_and_confined_to_relative_form() {
+        assert_eq!(relative_path("/"), Ok(Vec::new()));
+        assert_eq!(relative_path("/a//b/./c.html"), Ok(b"a/b/c.html".to_vec()));
+        assert_eq!(relative_path("/sp%20ace"), Ok(b"sp ace".to_vec()));
+        // Double encoding decodes once: a literal '%2e%2e' name, not '..'.
+        assert_eq!(relative_path("/%252e%252e/x"), Ok(b"%2e%2e/x".to_vec()));
+    }
+
+    #[test]
+    fn traversal_and_garbage_are_refused() {
+        for bad in [
+            "",
+            "a",
+            "/../etc/passwd",
+            "/a/../../b",
+            "/%2e%2e/x",
+            "/%2E%2e/x",
+            "/a%2fb",
+            "/a%5cb",
+            "/a\\b",
+            "/a\0b",
+            "/a%00b",
+            "/a%0ab",
+            "/a\tb",
+            "/%zz",
+            "/%2",
+            "/..",
+            "/a/..",
+        ] {
+            assert!(relative_path(bad).is_err(), "{bad:?}");
+        }
+    }
+}
