@@ -49,6 +49,7 @@ fn invalid(key: &str, detail: impl Into<String>) -> ConfigError {
 pub struct Config {
     /// IPv4 (or any) listen address.
     pub ip: IpAddr,
+    /// 0 picks a free port (printed at start: `listening on ...`).
     pub port: u16,
     /// Also listen on this IPv6 address (IPV6_V6ONLY) when set.
     pub ipv6: Option<Ipv6Addr>,
@@ -56,8 +57,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Largest file kept in the in-process file cache (bytes).
     pub cache_max_size: u64,
-    /// Total memory of the file cache (bytes).
+    /// Total memory of the file cache (bytes, shared out among workers).
     pub cache_total_size: u64,
+    /// Age (ms) after which a cached file is checked against the disk.
+    pub cache_revalidate_ms: u64,
     pub backlog: u32,
     pub max_body_size: u64,
     /// Longest request line or header line (bytes); beyond it 414 or 431.
@@ -106,6 +109,7 @@ impl Default for Config {
             data_dir: PathBuf::from("/www"),
             cache_max_size: 5_242_880,
             cache_total_size: 67_108_864,
+            cache_revalidate_ms: 1000,
             backlog: 256,
             max_body_size: 5_242_880,
             request_line_limit: 8192,
@@ -173,6 +177,7 @@ pub struct RedisAuth {
 #[serde(default)]
 pub struct MetricsConfig {
     pub ip: IpAddr,
+    /// 0 picks a free port (printed at start: `listening on ...`).
     pub port: u16,
     pub disabled: bool,
     pub scan_count: u32,
@@ -238,6 +243,7 @@ const TOP_KEYS: &[&str] = &[
     "data_dir",
     "cache_max_size",
     "cache_total_size",
+    "cache_revalidate_ms",
     "backlog",
     "max_body_size",
     "request_line_limit",
@@ -375,9 +381,6 @@ impl Config {
         }
         if !(1..=10_000).contains(&self.max_header_count) {
             return Err(invalid("max_header_count", "must be between 1 and 10000"));
-        }
-        if self.port == 0 {
-            return Err(invalid("port", "must be between 1 and 65535"));
         }
         if !LOG_LEVELS.contains(&self.log_level.as_str()) {
             return Err(invalid(

@@ -5,10 +5,14 @@
 //! - [`config`]: the JSON configuration (RELIW's keys and defaults).
 //! - [`http`]: the sans-IO HTTP/1.1 codec.
 //! - [`files`]: static files with kernel-enforced confinement, and their cache.
-//! - [`cli`]: the command line (`reliw shield ...`).
+//! - [`site`]: what a request gets (the site pipeline).
+//! - [`server`]: listeners, workers, connections, signals.
+//! - [`cli`]: the command line (`reliw serve`, `reliw shield ...`).
 
 pub mod cli;
 pub mod config;
 pub mod files;
 pub mod http;
+pub mod server;
 pub mod shield;
+pub mod site;

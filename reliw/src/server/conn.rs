@@ -1,0 +1,272 @@
+//! One connection: read → parse (sans-IO codec) → body → handler → write,
+//! in a loop, with the keep-alive, header and body timers armed around each
+//! read. Responses go out strictly in request order, so pipelined requests
+//! are simply the next head already waiting in the buffer.
+//!
+//! Every exit path of a request writes an access-log line. Errors of this
+//! connection are logged here and never reach the accept loop.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use super::transport::Transport;
+use super::worker::Worker;
+use crate::http::{BodyDecoder, HeadError, Limits, Status, parse_head};
+use crate::site::{Body, Response};
+
+/// Largest buffered input we keep between reads (a head plus some body).
+const MAX_BUFFER: usize = 1 << 20;
+
+/// Why the driver stopped reading: a status to send first, or just close.
+enum Stop {
+    /// Peer closed or reset, or we are shutting down while idle.
+    Quiet,
+    /// Send this error, then close.
+    Error(Status, &'static str),
+}
+
+pub(crate) async fn serve<T: Transport>(
+    mut io: T,
+    peer: SocketAddr,
+    worker: Rc<Worker>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let config = worker.config();
+    let limits = Limits {
+        line: config.request_line_limit,
+        head: config.request_head_limit,
+        headers: config.max_header_count,
+    };
+    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut served: u64 = 0;
+    loop {
+        // 1. The head. Idle until the first byte, then the header timer.
+        let mut head_started: Option<Instant> = (!buf.is_empty()).then(Instant::now);
+        let parsed = loop {
+            match parse_head(&buf, &limits) {
+                Ok(Some(done)) => break Ok(done),
+                Err(HeadError { status, reason }) => break Err(Stop::Error(status, reason)),
+                Ok(None) => {}
+            }
+            let deadline = match head_started {
+                Some(t) => t + config.header_timeout(),
+                None => Instant::now() + config.idle_timeout(),
+            };
+            let idle = head_started.is_none();
+            let (result, b) =
+                read_until(&mut io, buf, deadline, idle.then_some(&mut shutdown)).await;
+            buf = b;
+            match result {
+                Ok(0) => return,
+                Ok(_) => {
+                    head_started.get_or_insert_with(Instant::now);
+                }
+                Err(ReadError::Timeout) if idle => return,
+                Err(ReadError::Timeout) => {
+                    break Err(Stop::Error(Status::REQUEST_TIMEOUT, "request head timeout"));
+                }
+                Err(ReadError::Shutdown | ReadError::Io) => return,
+            }
+        };
+        let (head, head_len) = match parsed {
+            Ok(p) => p,
+            Err(Stop::Quiet) => return,
+            Err(Stop::Error(status, reason)) => {
+                tracing::debug!(%peer, reason, "bad request head");
+                let resp = Response::error(status);
+                write_response(&mut io, resp, &worker, peer, None, true, served).await;
+                io.shutdown_write();
+                return;
+            }
+        };
+        buf.drain(..head_len);
+        served += 1;
+        let started = head_started.unwrap_or_else(Instant::now);
+
+        // 2. The body, decoded as it arrives and handed on in pieces.
+        let mut decoder = match BodyDecoder::new(head.body, config.max_body_size) {
+            Ok(d) => d,
+            Err(e) => {
+                let resp = Response::error(e.status);
+                write_response(
+                    &mut io,
+                    resp,
+                    &worker,
+                    peer,
+                    Some((&head, started)),
+                    true,
+                    served,
+                )
+                .await;
+                io.shutdown_write();
+                return;
+            }
+        };
+        if head.expect_continue && !decoder.is_done() {
+            let (res, _) = io
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())
+                .await;
+            if res.is_err() {
+                return;
+            }
+        }
+        let body_deadline = Instant::now() + config.body_timeout();
+        let mut sink = worker.body_sink(&head);
+        let body_result: Result<(), Stop> = loop {
+            if !buf.is_empty() {
+                match decoder.decode(&buf) {
+                    Ok(out) => {
+                        for range in out.data {
+                            sink.piece(&buf[range]);
+                        }
+                        buf.drain(..out.consumed);
+                    }
+                    Err(e) => break Err(Stop::Error(e.status, e.reason)),
+                }
+            }
+            if decoder.is_done() {
+                break Ok(());
+            }
+            let (result, b) = read_until(&mut io, buf, body_deadline, None).await;
+            buf = b;
+            match result {
+                Ok(0) => break Err(Stop::Quiet),
+                Ok(_) => {}
+                Err(ReadError::Timeout) => {
+                    break Err(Stop::Error(Status::REQUEST_TIMEOUT, "request body timeout"));
+                }
+                Err(_) => break Err(Stop::Quiet),
+            }
+            if buf.len() > MAX_BUFFER {
+                break Err(Stop::Error(Status::PAYLOAD_TOO_LARGE, "buffer overflow"));
+            }
+        };
+        match body_result {
+            Ok(()) => {}
+            Err(Stop::Quiet) => return,
+            Err(Stop::Error(status, reason)) => {
+                tracing::debug!(%peer, reason, "bad request body");
+                let resp = Response::error(status);
+                write_response(
+                    &mut io,
+                    resp,
+                    &worker,
+                    peer,
+                    Some((&head, started)),
+                    true,
+                    served,
+                )
+                .await;
+                io.shutdown_write();
+                return;
+            }
+        }
+
+        // 3. The response.
+        let resp = worker.handle(&head, peer, sink);
+        let cap = config.max_requests_per_connection;
+        let close = !head.keep_alive || *shutdown.borrow() || (cap > 0 && served >= cap);
+        let ok = write_response(
+            &mut io,
+            resp,
+            &worker,
+            peer,
+            Some((&head, started)),
+            close,
+            served,
+        )
+        .await;
+        if close || !ok {
+            io.shutdown_write();
+            return;
+        }
+        if buf.capacity() > MAX_BUFFER {
+            buf.shrink_to(16 * 1024);
+        }
+    }
+}
+
+enum ReadError {
+    Timeout,
+    Shutdown,
+    Io,
+}
+
+/// One read with a deadline, optionally abandoned on shutdown (only while
+/// idle between requests, so in-flight requests finish).
+async fn read_until<T: Transport>(
+    io: &mut T,
+    buf: Vec<u8>,
+    deadline: Instant,
+    shutdown: Option<&mut watch::Receiver<bool>>,
+) -> (Result<usize, ReadError>, Vec<u8>) {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    if remaining.is_zero() {
+        return (Err(ReadError::Timeout), buf);
+    }
+    let read = tokio::time::timeout(remaining, io.read(buf));
+    let result = match shutdown {
+        Some(rx) => {
+            if *rx.borrow() {
+                return (Err(ReadError::Shutdown), Vec::new());
+            }
+            tokio::select! {
+                r = read => r,
+                _ = rx.changed() => return (Err(ReadError::Shutdown), Vec::new()),
+            }
+        }
+        None => read.await,
+    };
+    match result {
+        Ok((Ok(n), b)) => (Ok(n), b),
+        Ok((Err(_), b)) => (Err(ReadError::Io), b),
+        // The buffer went with the cancelled read; the connection ends anyway.
+        Err(_) => (Err(ReadError::Timeout), Vec::new()),
+    }
+}
+
+/// Writes a response and its access-log line; `false` if the write failed.
+async fn write_response<T: Transport>(
+    io: &mut T,
+    resp: Response,
+    worker: &Worker,
+    peer: SocketAddr,
+    request: Option<(&crate::http::RequestHead, Instant)>,
+    close: bool,
+    served: u64,
+) -> bool {
+    let Response { mut head, body } = resp;
+    head.close = close || head.close;
+    if let Some((req, _)) = request
+        && req.minor_version == 0
+        && !head.close
+    {
+        head.keep_alive_10 = true;
+    }
+    let mut out = Vec::with_capacity(512);
+    super::date::with_date(|date| head.encode(date, &mut out));
+    let status = head.status;
+    let (result, bytes) = match body {
+        Body::Empty => {
+            let n = out.len() as u64;
+            let (r, _) = io.write_all(out).await;
+            (r, n)
+        }
+        Body::Bytes(b) => {
+            let n = (out.len() + b.len()) as u64;
+            (io.write_head_body(out, b).await, n)
+        }
+        Body::File { file, start, len } => {
+            let n = out.len() as u64 + len;
+            (io.write_head_file(out, file, start, len).await, n)
+        }
+    };
+    if let Err(e) = &result {
+        tracing::debug!(%peer, error = %e, "write failed");
+    }
+    worker.access_log(request, peer, status, bytes, served);
+    result.is_ok()
+}

@@ -1,0 +1,257 @@
+//! The server process: listeners, worker threads, signals.
+//!
+//! - `listener`: SO_REUSEPORT sockets, one per worker and address.
+//! - `worker`: one thread and runtime per worker, its accept loops.
+//! - `conn`: the per-connection driver around the sans-IO codec.
+//! - `transport`: the I/O seam (tokio-uring or epoll).
+//! - `date`: the cached `Date` header.
+//!
+//! Shutdown order (SIGTERM or SIGINT): every worker stops accepting and
+//! closes its listeners; idle keep-alive connections close at once; a
+//! request in flight finishes and its connection then closes (its response
+//! says `Connection: close`); after `shutdown_grace` seconds what remains is
+//! cut. Then the threads are joined, the shield detaches (dropped last), and
+//! the process exits 0. SIGHUP reloads the config file: a bad one is logged
+//! and the old one kept.
+
+mod conn;
+mod date;
+mod listener;
+mod transport;
+mod worker;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::shield::{Shield, ShieldOptions};
+
+/// Which I/O runtime the workers use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoMode {
+    /// io_uring if it can be set up here, else epoll.
+    Auto,
+    Uring,
+    Epoll,
+}
+
+impl FromStr for IoMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "uring" | "io_uring" => Ok(Self::Uring),
+            "epoll" => Ok(Self::Epoll),
+            _ => Err(format!("'{s}' is not an I/O mode (auto, uring, epoll)")),
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listening socket could not be set up.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// io_uring was demanded (`--io uring`) but is not available.
+    #[error("io_uring is not available here: {0}")]
+    NoUring(std::io::Error),
+    /// Threads or signal handlers could not be set up.
+    #[error("{what}: {source}")]
+    Setup {
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// State all workers share.
+pub(crate) struct Shared {
+    config: RwLock<Arc<Config>>,
+    connections: AtomicUsize,
+    full_logged_at: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn config(&self) -> Arc<Config> {
+        match self.config.read() {
+            Ok(c) => Arc::clone(&c),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    fn replace_config(&self, new: Config) {
+        let mut slot = self.config.write().unwrap_or_else(|p| p.into_inner());
+        *slot = Arc::new(new);
+    }
+
+    /// Takes a connection slot unless `max_connections` are open.
+    pub(crate) fn try_admit(&self) -> bool {
+        let max = self.config().max_connections;
+        let prev = self.connections.fetch_add(1, Ordering::AcqRel);
+        if prev >= max {
+            self.connections.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    pub(crate) fn release(&self) {
+        self.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Logs that the connection cap was hit, at most once a second.
+    pub(crate) fn log_full(&self) {
+        let now = crate::shield::clock::unix_seconds();
+        let last = self.full_logged_at.swap(now, Ordering::Relaxed);
+        if last != now {
+            tracing::warn!(
+                max_connections = self.config().max_connections,
+                "connection limit reached; answering 503"
+            );
+        }
+    }
+}
+
+/// Runs the server until SIGTERM or SIGINT. `config_path` is re-read on SIGHUP.
+pub fn run(config: Config, config_path: Option<PathBuf>, io: IoMode) -> Result<(), ServerError> {
+    let signals =
+        signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|source| {
+            ServerError::Setup {
+                what: "installing signal handlers",
+                source,
+            }
+        })?;
+    let mut signals = signals;
+    let io = resolve_io_mode(io)?;
+    let workers = config.workers;
+
+    // Listeners first: a port in use fails start-up before anything else.
+    let mut per_worker: Vec<Vec<std::net::TcpListener>> =
+        (0..workers).map(|_| Vec::new()).collect();
+    let mut addrs: Vec<SocketAddr> = vec![SocketAddr::new(config.ip, config.port)];
+    if let Some(v6) = config.ipv6 {
+        addrs.push(SocketAddr::new(IpAddr::V6(v6), config.port));
+    }
+    for addr in addrs {
+        let (listeners, bound) = listener::bind_reuseport(addr, workers, config.backlog)
+            .map_err(|source| ServerError::Listen { addr, source })?;
+        for (slot, l) in per_worker.iter_mut().zip(listeners) {
+            slot.push(l);
+        }
+        // On stdout, for people and for tests that started us on port 0.
+        println!("listening on http://{bound}");
+    }
+
+    let shield = if config.shield.interfaces.is_empty() {
+        Shield::disabled()
+    } else {
+        Shield::start_or_disabled(&ShieldOptions {
+            interfaces: config.shield.interfaces.clone(),
+            mode: config.shield.mode.parse().unwrap_or_default(),
+            dry_run: Some(config.shield.dry_run),
+            pin_root: Some(config.shield.pin_root.clone()),
+            ..ShieldOptions::default()
+        })
+    };
+
+    let shared = Arc::new(Shared {
+        config: RwLock::new(Arc::new(config)),
+        connections: AtomicUsize::new(0),
+        full_logged_at: AtomicU64::new(0),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut threads = Vec::with_capacity(workers);
+    for (i, listeners) in per_worker.into_iter().enumerate() {
+        let shared = Arc::clone(&shared);
+        let rx = stop_rx.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("reliw-worker-{i}"))
+            .spawn(move || {
+                let result = match io {
+                    IoMode::Uring | IoMode::Auto => worker::run_uring(listeners, shared, rx),
+                    IoMode::Epoll => worker::run_epoll(listeners, shared, rx),
+                };
+                if let Err(e) = result {
+                    tracing::error!(worker = i, error = %e, "worker failed");
+                }
+            })
+            .map_err(|source| ServerError::Setup {
+                what: "spawning a worker thread",
+                source,
+            })?;
+        threads.push(thread);
+    }
+    tracing::info!(workers, io = ?io, shield = shield.is_active(), "reliw serving");
+
+    for signal in signals.forever() {
+        match signal {
+            SIGHUP => reload(&shared, config_path.as_deref()),
+            _ => break,
+        }
+    }
+    tracing::info!("shutting down: no new connections, finishing requests in flight");
+    let _ = stop_tx.send(true);
+    for t in threads {
+        let _ = t.join();
+    }
+    drop(shield);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Picks the runtime, probing io_uring once in `Auto`.
+fn resolve_io_mode(io: IoMode) -> Result<IoMode, ServerError> {
+    let probe = || tokio_uring::Runtime::new(&tokio_uring::builder()).map(drop);
+    match io {
+        IoMode::Epoll => {
+            tracing::info!("I/O: epoll (as asked)");
+            Ok(IoMode::Epoll)
+        }
+        IoMode::Uring => {
+            probe().map_err(ServerError::NoUring)?;
+            tracing::info!("I/O: io_uring");
+            Ok(IoMode::Uring)
+        }
+        IoMode::Auto => match probe() {
+            Ok(()) => {
+                tracing::info!("I/O: io_uring");
+                Ok(IoMode::Uring)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "io_uring unavailable; I/O: epoll");
+                Ok(IoMode::Epoll)
+            }
+        },
+    }
+}
+
+fn reload(shared: &Shared, path: Option<&std::path::Path>) {
+    let Some(path) = path else {
+        tracing::warn!("SIGHUP: no config file to reload (running on defaults)");
+        return;
+    };
+    match Config::load(path) {
+        Ok(new) => {
+            let old = shared.config();
+            if new.ip != old.ip
+                || new.port != old.port
+                || new.ipv6 != old.ipv6
+                || new.workers != old.workers
+            {
+                tracing::warn!("SIGHUP: listen addresses and workers change only on restart");
+            }
+            shared.replace_config(new);
+            tracing::info!(path = %path.display(), "SIGHUP: config reloaded");
+        }
+        Err(e) => tracing::error!("SIGHUP: keeping the old config: {e}"),
+    }
+}

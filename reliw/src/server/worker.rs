@@ -1,0 +1,287 @@
+//! A worker: one thread, one runtime (tokio-uring, or tokio with epoll),
+//! its own SO_REUSEPORT listeners, its own file cache. Nothing here is
+//! shared with other workers except [`Shared`] (config, connection count).
+
+use std::cell::{Cell, RefCell};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::Shared;
+use super::conn;
+use super::transport::{Epoll, Transport, Uring};
+use crate::config::Config;
+use crate::files::Files;
+use crate::files::cache::{self, FileCache};
+use crate::http::{RequestHead, Status};
+use crate::site::{self, Response};
+
+/// Per-worker state, shared by the connections of this worker only.
+pub(crate) struct Worker {
+    shared: Arc<Shared>,
+    files: RefCell<Files>,
+    cache: RefCell<FileCache>,
+    /// Open connections of this worker (for the shutdown drain).
+    active: Cell<usize>,
+}
+
+/// Receives a request body in pieces. Static files take no body, so it only
+/// counts; the site layer will hand pieces on to proxies and forms.
+pub(crate) struct BodySink {
+    pub(crate) bytes: u64,
+}
+
+impl BodySink {
+    pub(crate) fn piece(&mut self, data: &[u8]) {
+        self.bytes += data.len() as u64;
+    }
+}
+
+impl Worker {
+    fn new(shared: Arc<Shared>) -> Self {
+        let config = shared.config();
+        let workers = config.workers.max(1) as u64;
+        let limits = cache::Limits {
+            max_file: config.cache_max_size,
+            max_total: config.cache_total_size / workers,
+            revalidate: Duration::from_millis(config.cache_revalidate_ms),
+        };
+        Self {
+            files: RefCell::new(Files::new(config.data_dir.clone())),
+            cache: RefCell::new(FileCache::new(limits)),
+            active: Cell::new(0),
+            shared,
+        }
+    }
+
+    pub(crate) fn config(&self) -> Arc<Config> {
+        self.shared.config()
+    }
+
+    pub(crate) fn body_sink(&self, _head: &RequestHead) -> BodySink {
+        BodySink { bytes: 0 }
+    }
+
+    pub(crate) fn handle(
+        &self,
+        head: &RequestHead,
+        _peer: SocketAddr,
+        _body: BodySink,
+    ) -> Response {
+        let mut files = self.files.borrow_mut();
+        let mut cache = self.cache.borrow_mut();
+        site::serve_static(head, &mut files, &mut cache)
+    }
+
+    /// One access-log line (target `access`).
+    pub(crate) fn access_log(
+        &self,
+        request: Option<(&RequestHead, Instant)>,
+        peer: SocketAddr,
+        status: Status,
+        bytes: u64,
+        served: u64,
+    ) {
+        if !tracing::enabled!(target: "access", tracing::Level::INFO) {
+            return;
+        }
+        let config = self.shared.config();
+        let (vhost, method, path, forwarded_for, duration, headers) = match request {
+            Some((req, started)) => {
+                let mut headers = String::new();
+                for name in &config.log_headers {
+                    if let Some(v) = req.header_str(&name.to_ascii_lowercase()) {
+                        let _ = write!(headers, "{name}={v:?} ");
+                    }
+                }
+                (
+                    req.host.clone().unwrap_or_default(),
+                    req.method.as_str(),
+                    req.target.clone(),
+                    req.header_str("x-forwarded-for").unwrap_or("").to_owned(),
+                    started.elapsed(),
+                    headers,
+                )
+            }
+            None => (
+                String::new(),
+                "-",
+                String::new(),
+                String::new(),
+                Duration::ZERO,
+                String::new(),
+            ),
+        };
+        tracing::info!(
+            target: "access",
+            vhost,
+            method,
+            path,
+            status = status.code(),
+            bytes,
+            duration_us = duration.as_micros() as u64,
+            client_ip = %peer.ip(),
+            forwarded_for,
+            request_no = served,
+            headers = headers.trim_end(),
+        );
+    }
+}
+
+/// Holds a connection slot; gives it back on drop.
+struct Slot {
+    worker: Rc<Worker>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.worker.active.set(self.worker.active.get() - 1);
+        self.worker.shared.release();
+    }
+}
+
+fn admit(worker: &Rc<Worker>) -> Option<Slot> {
+    if !worker.shared.try_admit() {
+        return None;
+    }
+    worker.active.set(worker.active.get() + 1);
+    Some(Slot {
+        worker: Rc::clone(worker),
+    })
+}
+
+/// Runs a worker on io_uring until shutdown; `Err` if io_uring cannot be set up.
+pub(crate) fn run_uring(
+    listeners: Vec<std::net::TcpListener>,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let runtime = tokio_uring::Runtime::new(&tokio_uring::builder())?;
+    runtime.block_on(async move {
+        let worker = Rc::new(Worker::new(shared));
+        let mut accepts = Vec::new();
+        for listener in listeners {
+            let listener = tokio_uring::net::TcpListener::from_std(listener);
+            let worker = Rc::clone(&worker);
+            let mut shutdown = shutdown.clone();
+            accepts.push(tokio_uring::spawn(async move {
+                loop {
+                    let accepted = tokio::select! {
+                        r = listener.accept() => r,
+                        _ = shutdown.changed() => break,
+                    };
+                    match accepted {
+                        Ok((stream, peer)) => {
+                            let _ = stream.set_nodelay(true);
+                            let io = Uring(stream);
+                            let worker = Rc::clone(&worker);
+                            let rx = shutdown.clone();
+                            tokio_uring::spawn(connection(io, peer, worker, rx));
+                        }
+                        Err(e) => accept_backoff(e).await,
+                    }
+                }
+            }));
+        }
+        for a in accepts {
+            let _ = a.await;
+        }
+        drain(&worker).await;
+    });
+    Ok(())
+}
+
+/// Runs a worker on plain tokio (epoll) until shutdown.
+pub(crate) fn run_epoll(
+    listeners: Vec<std::net::TcpListener>,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let worker = Rc::new(Worker::new(shared));
+        let mut accepts = Vec::new();
+        for listener in listeners {
+            let listener = match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot register a listener with epoll");
+                    continue;
+                }
+            };
+            let worker = Rc::clone(&worker);
+            let mut shutdown = shutdown.clone();
+            accepts.push(tokio::task::spawn_local(async move {
+                loop {
+                    let accepted = tokio::select! {
+                        r = listener.accept() => r,
+                        _ = shutdown.changed() => break,
+                    };
+                    match accepted {
+                        Ok((stream, peer)) => {
+                            let _ = stream.set_nodelay(true);
+                            let worker = Rc::clone(&worker);
+                            let rx = shutdown.clone();
+                            tokio::task::spawn_local(connection(Epoll(stream), peer, worker, rx));
+                        }
+                        Err(e) => accept_backoff(e).await,
+                    }
+                }
+            }));
+        }
+        for a in accepts {
+            let _ = a.await;
+        }
+        drain(&worker).await;
+    });
+    Ok(())
+}
+
+async fn connection<T: Transport>(
+    mut io: T,
+    peer: SocketAddr,
+    worker: Rc<Worker>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let Some(slot) = admit(&worker) else {
+        worker.shared.log_full();
+        let mut out = Vec::new();
+        let mut head = crate::http::ResponseHead::new(Status::SERVICE_UNAVAILABLE);
+        head.close = true;
+        super::date::with_date(|d| head.encode(d, &mut out));
+        let _ = io.write_all(out).await;
+        io.shutdown_write();
+        return;
+    };
+    conn::serve(io, peer, Rc::clone(&slot.worker), shutdown).await;
+    drop(slot);
+}
+
+/// Out of fds or similar: log, and give the system a moment.
+async fn accept_backoff(e: std::io::Error) {
+    tracing::warn!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+}
+
+/// After the listeners closed: wait for this worker's connections to end,
+/// up to the grace period; what is left is cut when the runtime drops.
+async fn drain(worker: &Worker) {
+    let grace = Duration::from_secs(worker.config().shutdown_grace);
+    let deadline = Instant::now() + grace;
+    while worker.active.get() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if worker.active.get() > 0 {
+        tracing::warn!(
+            open = worker.active.get(),
+            "grace period over; closing connections"
+        );
+    }
+}
