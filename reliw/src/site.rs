@@ -59,8 +59,13 @@ pub fn serve_static(req: &RequestHead, files: &mut Files, cache: &mut FileCache)
 }
 
 fn static_response(req: &RequestHead, files: &mut Files, cache: &mut FileCache) -> Response {
-    let Some(host) = req.host.as_deref().and_then(normalise_host) else {
-        return Response::error(Status::BAD_REQUEST);
+    // HTTP/1.0 may omit Host: such requests get the fallback site.
+    let host = match req.host.as_deref() {
+        None => crate::files::FALLBACK_HOST.to_owned(),
+        Some(raw) => match normalise_host(raw) {
+            Some(h) => h,
+            None => return Response::error(Status::BAD_REQUEST),
+        },
     };
     let rel = match relative_path(req.path()) {
         Ok(rel) => rel,

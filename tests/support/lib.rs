@@ -5,6 +5,8 @@
 //! fails (panics unwind through it).
 #![allow(clippy::unwrap_used, clippy::panic)] // test fixtures: fail loudly
 
+pub mod server;
+
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};

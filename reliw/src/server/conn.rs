@@ -28,12 +28,51 @@ enum Stop {
     Error(Status, &'static str),
 }
 
+/// How a connection ends.
+enum End {
+    /// Nothing more to say (peer gone, idle timeout, shutdown while idle).
+    Close,
+    /// We sent a final response: half-close, then drain what the client
+    /// still sends, so closing does not reset the connection (a reset can
+    /// destroy the response before the client reads it).
+    Linger,
+}
+
+/// How long, and how much, we read and discard after our last response.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+const LINGER_BYTES: usize = 256 * 1024;
+
 pub(crate) async fn serve<T: Transport>(
     mut io: T,
     peer: SocketAddr,
     worker: Rc<Worker>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
+    if let End::Linger = drive(&mut io, peer, worker, shutdown).await {
+        io.shutdown_write();
+        let deadline = Instant::now() + LINGER_TIME;
+        let mut drained = 0;
+        let mut scratch = Vec::with_capacity(16 * 1024);
+        while drained < LINGER_BYTES {
+            scratch.clear();
+            let (result, b) = read_until(&mut io, scratch, deadline, None).await;
+            scratch = b;
+            match result {
+                Ok(n) if n > 0 => drained += n,
+                _ => break,
+            }
+        }
+    }
+    io.shutdown_both();
+}
+
+async fn drive<T: Transport>(
+    io: &mut T,
+    peer: SocketAddr,
+    worker: Rc<Worker>,
+    mut shutdown: watch::Receiver<bool>,
+) -> End {
+    let io = &mut *io;
     let config = worker.config();
     let limits = Limits {
         line: config.request_line_limit,
@@ -56,30 +95,28 @@ pub(crate) async fn serve<T: Transport>(
                 None => Instant::now() + config.idle_timeout(),
             };
             let idle = head_started.is_none();
-            let (result, b) =
-                read_until(&mut io, buf, deadline, idle.then_some(&mut shutdown)).await;
+            let (result, b) = read_until(io, buf, deadline, idle.then_some(&mut shutdown)).await;
             buf = b;
             match result {
-                Ok(0) => return,
+                Ok(0) => return End::Close,
                 Ok(_) => {
                     head_started.get_or_insert_with(Instant::now);
                 }
-                Err(ReadError::Timeout) if idle => return,
+                Err(ReadError::Timeout) if idle => return End::Close,
                 Err(ReadError::Timeout) => {
                     break Err(Stop::Error(Status::REQUEST_TIMEOUT, "request head timeout"));
                 }
-                Err(ReadError::Shutdown | ReadError::Io) => return,
+                Err(ReadError::Shutdown | ReadError::Io) => return End::Close,
             }
         };
         let (head, head_len) = match parsed {
             Ok(p) => p,
-            Err(Stop::Quiet) => return,
+            Err(Stop::Quiet) => return End::Close,
             Err(Stop::Error(status, reason)) => {
                 tracing::debug!(%peer, reason, "bad request head");
                 let resp = Response::error(status);
-                write_response(&mut io, resp, &worker, peer, None, true, served).await;
-                io.shutdown_write();
-                return;
+                write_response(io, resp, &worker, peer, None, true, served).await;
+                return End::Linger;
             }
         };
         buf.drain(..head_len);
@@ -92,7 +129,7 @@ pub(crate) async fn serve<T: Transport>(
             Err(e) => {
                 let resp = Response::error(e.status);
                 write_response(
-                    &mut io,
+                    io,
                     resp,
                     &worker,
                     peer,
@@ -101,8 +138,7 @@ pub(crate) async fn serve<T: Transport>(
                     served,
                 )
                 .await;
-                io.shutdown_write();
-                return;
+                return End::Linger;
             }
         };
         if head.expect_continue && !decoder.is_done() {
@@ -110,7 +146,7 @@ pub(crate) async fn serve<T: Transport>(
                 .write_all(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())
                 .await;
             if res.is_err() {
-                return;
+                return End::Close;
             }
         }
         let body_deadline = Instant::now() + config.body_timeout();
@@ -130,7 +166,7 @@ pub(crate) async fn serve<T: Transport>(
             if decoder.is_done() {
                 break Ok(());
             }
-            let (result, b) = read_until(&mut io, buf, body_deadline, None).await;
+            let (result, b) = read_until(io, buf, body_deadline, None).await;
             buf = b;
             match result {
                 Ok(0) => break Err(Stop::Quiet),
@@ -146,12 +182,12 @@ pub(crate) async fn serve<T: Transport>(
         };
         match body_result {
             Ok(()) => {}
-            Err(Stop::Quiet) => return,
+            Err(Stop::Quiet) => return End::Close,
             Err(Stop::Error(status, reason)) => {
                 tracing::debug!(%peer, reason, "bad request body");
                 let resp = Response::error(status);
                 write_response(
-                    &mut io,
+                    io,
                     resp,
                     &worker,
                     peer,
@@ -160,8 +196,7 @@ pub(crate) async fn serve<T: Transport>(
                     served,
                 )
                 .await;
-                io.shutdown_write();
-                return;
+                return End::Linger;
             }
         }
 
@@ -170,7 +205,7 @@ pub(crate) async fn serve<T: Transport>(
         let cap = config.max_requests_per_connection;
         let close = !head.keep_alive || *shutdown.borrow() || (cap > 0 && served >= cap);
         let ok = write_response(
-            &mut io,
+            io,
             resp,
             &worker,
             peer,
@@ -179,9 +214,11 @@ pub(crate) async fn serve<T: Transport>(
             served,
         )
         .await;
-        if close || !ok {
-            io.shutdown_write();
-            return;
+        if !ok {
+            return End::Close;
+        }
+        if close {
+            return End::Linger;
         }
         if buf.capacity() > MAX_BUFFER {
             buf.shrink_to(16 * 1024);

@@ -30,6 +30,9 @@ pub(crate) trait Transport {
     ) -> io::Result<()>;
     /// Half-closes the write side so the peer sees EOF after our last byte.
     fn shutdown_write(&self);
+    /// Shuts both directions. With io_uring this also completes a read that
+    /// a timeout abandoned; until it completes, the kernel keeps the socket.
+    fn shutdown_both(&self);
 }
 
 /// tokio-uring (io_uring) sockets.
@@ -109,6 +112,10 @@ impl Transport for Uring {
     fn shutdown_write(&self) {
         let _ = self.0.shutdown(std::net::Shutdown::Write);
     }
+
+    fn shutdown_both(&self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Both);
+    }
 }
 
 /// Limits a read to `n` bytes of a Vec's capacity.
@@ -182,5 +189,10 @@ impl Transport for Epoll {
     fn shutdown_write(&self) {
         let sock = socket2::SockRef::from(&self.0);
         let _ = sock.shutdown(std::net::Shutdown::Write);
+    }
+
+    fn shutdown_both(&self) {
+        let sock = socket2::SockRef::from(&self.0);
+        let _ = sock.shutdown(std::net::Shutdown::Both);
     }
 }

@@ -165,6 +165,9 @@ pub(crate) fn run_uring(
         let worker = Rc::new(Worker::new(shared));
         let mut accepts = Vec::new();
         for listener in listeners {
+            // A handle to shut the socket down: an abandoned io_uring accept
+            // keeps the listener open until it completes.
+            let stopper = listener.try_clone();
             let listener = tokio_uring::net::TcpListener::from_std(listener);
             let worker = Rc::clone(&worker);
             let mut shutdown = shutdown.clone();
@@ -184,6 +187,9 @@ pub(crate) fn run_uring(
                         }
                         Err(e) => accept_backoff(e).await,
                     }
+                }
+                if let Ok(stopper) = stopper {
+                    let _ = socket2::SockRef::from(&stopper).shutdown(std::net::Shutdown::Both);
                 }
             }));
         }
