@@ -8,7 +8,9 @@
 //!   attach, and pin under /sys/fs/bpf/reliw so the program stays attached.
 //! - `run`: build and run reliw on the embedded default.
 //! - `test`: the whole suite, privileged tests included.
+//! - `bench`: reliw against nginx, side by side (see `bench.rs`).
 
+mod bench;
 mod setup;
 mod test;
 
@@ -51,6 +53,18 @@ enum Cmd {
         /// Extra arguments for `reliw shield attach`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Benchmark reliw against nginx on loopback (static files).
+    Bench {
+        /// Seconds per wrk run.
+        #[arg(long, default_value_t = 5)]
+        duration: u64,
+        /// Rounds per server and file (alternating A/B).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// wrk connections.
+        #[arg(long, default_value_t = 64)]
+        connections: u32,
     },
     /// Run the whole test suite, privileged tests included.
     Test {
@@ -98,6 +112,15 @@ fn main() -> Result<()> {
             let mut reliw = Command::new(reliw_binary(&root));
             reliw.args(["shield", "attach", "--iface", "lo"]).args(args);
             run_checked(&mut reliw)
+        }
+        Cmd::Bench {
+            duration,
+            rounds,
+            connections,
+        } => {
+            setup::run(false)?;
+            build(&root)?;
+            bench::run(&root, duration, rounds, connections)
         }
         Cmd::Test { args } => {
             setup::run(false)?;

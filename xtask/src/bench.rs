@@ -1,0 +1,278 @@
+//! `cargo xtask bench`: reliw against nginx, side by side in one run.
+//!
+//! Both servers serve the same files on loopback with one worker each,
+//! pinned to CPU 0; wrk runs pinned to CPU 1 with 64 connections. Rounds
+//! alternate reliw and nginx so drift in the machine hits both alike. The
+//! result per server is the median round; ratios are reliw / nginx. Results
+//! go to `target/bench/static.json`.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// One wrk measurement.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+struct Running {
+    child: Child,
+    name: &'static str,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_for_port(port: u16, what: &str) -> Result<()> {
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("{what} did not start listening on port {port}")
+}
+
+pub(crate) fn run(root: &Path, duration: u64, rounds: usize, connections: u32) -> Result<()> {
+    let dir = root.join("target/bench");
+    let www = dir.join("www");
+    std::fs::create_dir_all(www.join("__"))?;
+    let files: [(&str, usize); 2] = [("1k.bin", 1024), ("100k.bin", 100 * 1024)];
+    for (name, size) in files {
+        let content: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
+        std::fs::write(www.join("__").join(name), content)?;
+    }
+
+    let reliw_port = free_port()?;
+    let reliw_config = dir.join("reliw.json");
+    std::fs::write(
+        &reliw_config,
+        format!(
+            r#"{{"ip": "127.0.0.1", "port": {reliw_port}, "data_dir": "{}", "workers": 1, "log_level": "warn", "max_requests_per_connection": 0, "backlog": 4096}}"#,
+            www.display()
+        ),
+    )?;
+    let reliw = Running {
+        child: Command::new("taskset")
+            .args(["-c", "0"])
+            .arg(root.join("target/release/reliw"))
+            .args(["serve", "--config"])
+            .arg(&reliw_config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("reliw.log"))?)
+            .spawn()
+            .context("starting reliw under taskset")?,
+        name: "reliw",
+    };
+    wait_for_port(reliw_port, "reliw")?;
+
+    let nginx_port = free_port()?;
+    let nginx_conf = write_nginx_conf(&dir, &www.join("__"), nginx_port)?;
+    let nginx = Running {
+        child: Command::new("taskset")
+            .args(["-c", "0", "nginx", "-c"])
+            .arg(&nginx_conf)
+            .args(["-p"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("nginx.stderr"))?)
+            .spawn()
+            .context("starting nginx under taskset")?,
+        name: "nginx",
+    };
+    wait_for_port(nginx_port, "nginx")?;
+
+    println!(
+        "bench: {rounds} rounds x {duration}s, {connections} connections; servers on CPU 0, wrk on CPU 1"
+    );
+    let mut json = String::from("{\n  \"results\": [\n");
+    let mut table = String::new();
+    for (i, (file, size)) in files.iter().enumerate() {
+        let mut samples: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
+        for round in 0..rounds {
+            // Alternate who goes first in each round.
+            let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for which in order {
+                let (port, server) = if which == 0 {
+                    (reliw_port, &reliw)
+                } else {
+                    (nginx_port, &nginx)
+                };
+                let url = format!("http://127.0.0.1:{port}/{file}");
+                let s = wrk(&url, duration, connections)?;
+                println!(
+                    "  {file:>9} round {} {:<6} {:>10.0} req/s  p50 {:>7.0}us  p99 {:>7.0}us",
+                    round + 1,
+                    server.name,
+                    s.rps,
+                    s.p50_us,
+                    s.p99_us
+                );
+                samples[which].push(s);
+            }
+        }
+        let r = median(&samples[0]);
+        let n = median(&samples[1]);
+        let ratio = r.rps / n.rps;
+        let _ = writeln!(
+            table,
+            "{file:>9}: reliw {:>9.0} req/s (p50 {:.0}us, p99 {:.0}us) | nginx {:>9.0} req/s (p50 {:.0}us, p99 {:.0}us) | ratio {:.2}x, p99 ratio {:.2}",
+            r.rps,
+            r.p50_us,
+            r.p99_us,
+            n.rps,
+            n.p50_us,
+            n.p99_us,
+            ratio,
+            r.p99_us / n.p99_us
+        );
+        let _ = write!(
+            json,
+            "    {{\"file\": \"{file}\", \"bytes\": {size}, \"reliw\": {}, \"nginx\": {}, \"rps_ratio\": {ratio:.4}, \"p99_ratio\": {:.4}}}{}\n",
+            sample_json(&r),
+            sample_json(&n),
+            r.p99_us / n.p99_us,
+            if i + 1 < files.len() { "," } else { "" }
+        );
+    }
+    let _ = write!(
+        json,
+        "  ],\n  \"duration_s\": {duration},\n  \"rounds\": {rounds},\n  \"connections\": {connections}\n}}\n"
+    );
+    drop(reliw);
+    drop(nginx);
+    let out = dir.join("static.json");
+    std::fs::write(&out, json)?;
+    println!("\n{table}results: {}", out.display());
+    Ok(())
+}
+
+fn sample_json(s: &Sample) -> String {
+    format!(
+        "{{\"rps\": {:.1}, \"p50_us\": {:.1}, \"p99_us\": {:.1}}}",
+        s.rps, s.p50_us, s.p99_us
+    )
+}
+
+/// The round with the median req/s.
+fn median(samples: &[Sample]) -> Sample {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+    sorted[sorted.len() / 2]
+}
+
+fn write_nginx_conf(dir: &Path, root: &Path, port: u16) -> Result<PathBuf> {
+    let conf = format!(
+        r#"daemon off;
+master_process on;
+worker_processes 1;
+user root;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx.error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    client_body_temp_path {dir}/nginx-body;
+    proxy_temp_path {dir}/nginx-proxy;
+    fastcgi_temp_path {dir}/nginx-fastcgi;
+    uwsgi_temp_path {dir}/nginx-uwsgi;
+    scgi_temp_path {dir}/nginx-scgi;
+    types {{ application/octet-stream bin; }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        root {root};
+    }}
+}}
+"#,
+        dir = dir.display(),
+        root = root.display()
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf)?;
+    Ok(path)
+}
+
+fn wrk(url: &str, duration: u64, connections: u32) -> Result<Sample> {
+    let out = Command::new("taskset")
+        .args(["-c", "1", "wrk", "-t1", "--latency"])
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{duration}s"))
+        .arg(url)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running wrk")?;
+    if !out.status.success() {
+        bail!("wrk failed on {url}");
+    }
+    let mut sample = Sample {
+        rps: 0.0,
+        p50_us: 0.0,
+        p99_us: 0.0,
+    };
+    let mut errors = String::new();
+    for line in BufReader::new(out.stdout.as_slice()).lines() {
+        let line = line?;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["Requests/sec:", v] => sample.rps = v.parse()?,
+            ["50%", v] => sample.p50_us = micros(v)?,
+            ["99%", v] => sample.p99_us = micros(v)?,
+            ["Non-2xx", ..] | ["Socket", "errors:", ..] => errors.push_str(&line),
+            _ => {}
+        }
+    }
+    if !errors.is_empty() {
+        bail!("wrk reported errors on {url}: {errors}");
+    }
+    if sample.rps == 0.0 {
+        bail!("wrk printed no Requests/sec for {url}");
+    }
+    Ok(sample)
+}
+
+/// wrk's latency with its unit (`us`, `ms`, `s`) in microseconds.
+fn micros(v: &str) -> Result<f64> {
+    let (num, scale) = if let Some(n) = v.strip_suffix("us") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1_000.0)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1_000_000.0)
+    } else {
+        bail!("unknown latency unit in {v}")
+    };
+    Ok(num.parse::<f64>()? * scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_units() {
+        assert_eq!(micros("250.00us").ok(), Some(250.0));
+        assert_eq!(micros("1.50ms").ok(), Some(1500.0));
+        assert_eq!(micros("2.00s").ok(), Some(2_000_000.0));
+        assert!(micros("3m").is_err());
+    }
+}
