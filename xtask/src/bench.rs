@@ -102,9 +102,9 @@ pub(crate) fn run(root: &Path, duration: u64, rounds: usize, connections: u32) -
     println!(
         "bench: {rounds} rounds x {duration}s, {connections} connections; servers on CPU 0, wrk on CPU 1"
     );
-    let mut json = String::from("{\n  \"results\": [\n");
+    let mut results = Vec::new();
     let mut table = String::new();
-    for (i, (file, size)) in files.iter().enumerate() {
+    for (file, size) in files {
         let mut samples: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
         for round in 0..rounds {
             // Alternate who goes first in each round.
@@ -143,32 +143,31 @@ pub(crate) fn run(root: &Path, duration: u64, rounds: usize, connections: u32) -
             ratio,
             r.p99_us / n.p99_us
         );
-        let _ = write!(
-            json,
-            "    {{\"file\": \"{file}\", \"bytes\": {size}, \"reliw\": {}, \"nginx\": {}, \"rps_ratio\": {ratio:.4}, \"p99_ratio\": {:.4}}}{}\n",
-            sample_json(&r),
-            sample_json(&n),
-            r.p99_us / n.p99_us,
-            if i + 1 < files.len() { "," } else { "" }
-        );
+        results.push(serde_json::json!({
+            "file": file,
+            "bytes": size,
+            "reliw": sample_json(&r),
+            "nginx": sample_json(&n),
+            "rps_ratio": ratio,
+            "p99_ratio": r.p99_us / n.p99_us,
+        }));
     }
-    let _ = write!(
-        json,
-        "  ],\n  \"duration_s\": {duration},\n  \"rounds\": {rounds},\n  \"connections\": {connections}\n}}\n"
-    );
+    let json = serde_json::json!({
+        "results": results,
+        "duration_s": duration,
+        "rounds": rounds,
+        "connections": connections,
+    });
     drop(reliw);
     drop(nginx);
     let out = dir.join("static.json");
-    std::fs::write(&out, json)?;
+    std::fs::write(&out, serde_json::to_string_pretty(&json)?)?;
     println!("\n{table}results: {}", out.display());
     Ok(())
 }
 
-fn sample_json(s: &Sample) -> String {
-    format!(
-        "{{\"rps\": {:.1}, \"p50_us\": {:.1}, \"p99_us\": {:.1}}}",
-        s.rps, s.p50_us, s.p99_us
-    )
+fn sample_json(s: &Sample) -> serde_json::Value {
+    serde_json::json!({"rps": s.rps, "p50_us": s.p50_us, "p99_us": s.p99_us})
 }
 
 /// The round with the median req/s.
