@@ -6,7 +6,7 @@
 //! - `build`: the XDP object and the release binary (one self-contained file).
 //! - `build-and-load --iface IF [--mode skb|drv|auto] [--detach]`: build,
 //!   attach, and pin under /sys/fs/bpf/reliw so the program stays attached.
-//! - `run`: build and run reliw on the embedded default.
+//! - `run`: build and run reliw on the default config with a demo site.
 //! - `test`: the whole suite, privileged tests included.
 //! - `bench`: reliw against nginx, side by side (see `bench.rs`).
 
@@ -47,10 +47,10 @@ enum Cmd {
         #[arg(long)]
         detach: bool,
     },
-    /// Build and run reliw on the embedded default (for now: the shield on
-    /// `lo`, printing its counters until Ctrl-C).
+    /// Build and run reliw on the default config with a demo site, the
+    /// shield on `lo`, until Ctrl-C.
     Run {
-        /// Extra arguments for `reliw shield attach`.
+        /// Extra arguments for `reliw serve`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -109,8 +109,9 @@ fn main() -> Result<()> {
         Cmd::Run { args } => {
             setup::run(false)?;
             build(&root)?;
+            let config = demo_site(&root)?;
             let mut reliw = Command::new(reliw_binary(&root));
-            reliw.args(["shield", "attach", "--iface", "lo"]).args(args);
+            reliw.arg("serve").arg("--config").arg(config).args(args);
             run_checked(&mut reliw)
         }
         Cmd::Bench {
@@ -142,6 +143,23 @@ fn build(root: &Path) -> Result<()> {
             .current_dir(root)
             .args(["build", "--release", "-p", "reliw"]),
     )
+}
+
+/// The site `cargo xtask run` serves: RELIW's defaults (127.0.0.1:8080),
+/// a welcome page under `target/xtask-run/www/__`, the shield on `lo`.
+fn demo_site(root: &Path) -> Result<PathBuf> {
+    let dir = root.join("target/xtask-run");
+    let www = dir.join("www/__");
+    std::fs::create_dir_all(&www)?;
+    std::fs::write(www.join("index.html"), include_str!("demo-index.html"))?;
+    let config = dir.join("config.json");
+    let text = serde_json::json!({
+        "data_dir": dir.join("www"),
+        "shield": {"interfaces": ["lo"], "pin_root": "/sys/fs/bpf/reliw"},
+    });
+    std::fs::write(&config, serde_json::to_string_pretty(&text)?)?;
+    println!("xtask: serving {} on http://127.0.0.1:8080/ (Ctrl-C stops)", www.display());
+    Ok(config)
 }
 
 fn reliw_binary(root: &Path) -> PathBuf {
