@@ -62,6 +62,18 @@ fn serves_files_by_host_with_fallback_on_both_runtimes() {
 }
 
 #[test]
+fn listens_on_ipv6_too_when_configured() {
+    let site = site();
+    let server = Server::start(&site, json!({"ipv6": "::1", "workers": 2}), &[]);
+    assert_eq!(server.addrs.len(), 2);
+    assert!(server.addrs[1].is_ipv6());
+    for addr in &server.addrs {
+        let r = get(*addr, "example.com", "/a.txt");
+        assert_eq!(r.text(), "host a", "{addr}");
+    }
+}
+
+#[test]
 fn traversal_never_reads_outside_the_root() {
     for mode in MODES {
         let site = site();

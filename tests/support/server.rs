@@ -57,6 +57,8 @@ impl Drop for Site {
 pub struct Server {
     child: Option<Child>,
     pub addr: SocketAddr,
+    /// Every address printed at start (IPv4, then IPv6 if configured).
+    pub addrs: Vec<SocketAddr>,
     stderr_path: PathBuf,
 }
 
@@ -83,24 +85,33 @@ impl Server {
             .stderr(std::fs::File::create(&stderr_path).unwrap())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| {
-                panic!(
-                    "reliw did not start: {line:?}; stderr: {}",
-                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
-                )
-            })
-            .parse()
-            .unwrap();
+        let expected = if config.get("ipv6").is_some_and(|v| !v.is_null()) {
+            2
+        } else {
+            1
+        };
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        let mut addrs = Vec::new();
+        for _ in 0..expected {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let addr: SocketAddr = line
+                .trim()
+                .strip_prefix("listening on http://")
+                .unwrap_or_else(|| {
+                    panic!(
+                        "reliw did not start: {line:?}; stderr: {}",
+                        std::fs::read_to_string(&stderr_path).unwrap_or_default()
+                    )
+                })
+                .parse()
+                .unwrap();
+            addrs.push(addr);
+        }
         Self {
             child: Some(child),
-            addr,
+            addr: addrs[0],
+            addrs,
             stderr_path,
         }
     }

@@ -9,6 +9,7 @@
 //! - `run`: build and run reliw on the default config with a demo site.
 //! - `test`: the whole suite, privileged tests included.
 //! - `bench`: reliw against nginx, side by side (see `bench.rs`).
+//! - `fuzz [--seconds N]`: the HTTP codec under cargo fuzz.
 
 mod bench;
 mod setup;
@@ -65,6 +66,12 @@ enum Cmd {
         /// wrk connections.
         #[arg(long, default_value_t = 64)]
         connections: u32,
+    },
+    /// Fuzz the HTTP codec (cargo fuzz, nightly) for a while.
+    Fuzz {
+        /// How long to run.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
     },
     /// Run the whole test suite, privileged tests included.
     Test {
@@ -123,6 +130,26 @@ fn main() -> Result<()> {
             build(&root)?;
             bench::run(&root, duration, rounds, connections)
         }
+        Cmd::Fuzz { seconds } => {
+            setup::run(false)?;
+            setup::cargo_fuzz()?;
+            // The rustup proxy, not $CARGO: `+nightly` needs it.
+            let mut fuzz = Command::new("cargo");
+            fuzz.current_dir(root.join("reliw"))
+                .env_remove("RUSTUP_TOOLCHAIN")
+                .env_remove("CARGO")
+                .env_remove("RUSTC")
+                .args([
+                    "+nightly",
+                    "fuzz",
+                    "run",
+                    "http_request",
+                    "--",
+                    "-max_len=4096",
+                ])
+                .arg(format!("-max_total_time={seconds}"));
+            run_checked(&mut fuzz)
+        }
         Cmd::Test { args } => {
             setup::run(false)?;
             // The black-box tests spawn the release binary.
@@ -158,7 +185,10 @@ fn demo_site(root: &Path) -> Result<PathBuf> {
         "shield": {"interfaces": ["lo"], "pin_root": "/sys/fs/bpf/reliw"},
     });
     std::fs::write(&config, serde_json::to_string_pretty(&text)?)?;
-    println!("xtask: serving {} on http://127.0.0.1:8080/ (Ctrl-C stops)", www.display());
+    println!(
+        "xtask: serving {} on http://127.0.0.1:8080/ (Ctrl-C stops)",
+        www.display()
+    );
     Ok(config)
 }
 

@@ -150,3 +150,12 @@ fn bpf_linker_ok() -> bool {
     };
     output(Command::new("ldd").arg(path.trim())).is_some_and(|libs| libs.contains("libLLVM.so.22"))
 }
+
+/// cargo-fuzz, installed on first use (only `cargo xtask fuzz` needs it).
+pub(crate) fn cargo_fuzz() -> Result<()> {
+    if output(Command::new("cargo").args(["fuzz", "--version"])).is_some() {
+        return Ok(());
+    }
+    step("cargo install cargo-fuzz");
+    run_checked(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+}

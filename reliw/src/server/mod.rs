@@ -20,6 +20,7 @@ mod listener;
 mod transport;
 mod worker;
 
+use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -147,8 +148,9 @@ pub fn run(config: Config, config_path: Option<PathBuf>, io: IoMode) -> Result<(
         for (slot, l) in per_worker.iter_mut().zip(listeners) {
             slot.push(l);
         }
-        // On stdout, for people and for tests that started us on port 0.
-        println!("listening on http://{bound}");
+        // On stdout, for people and for tests that started us on port 0;
+        // a closed stdout is no reason to stop.
+        let _ = writeln!(std::io::stdout(), "listening on http://{bound}");
     }
 
     let shield = if config.shield.interfaces.is_empty() {
