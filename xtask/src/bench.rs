@@ -50,39 +50,90 @@ fn wait_for_port(port: u16, what: &str) -> Result<()> {
     bail!("{what} did not start listening on port {port}")
 }
 
-pub(crate) fn run(root: &Path, duration: u64, rounds: usize, connections: u32) -> Result<()> {
-    let dir = root.join("target/bench");
-    let www = dir.join("www");
-    std::fs::create_dir_all(www.join("__"))?;
-    let files: [(&str, usize); 2] = [("1k.bin", 1024), ("100k.bin", 100 * 1024)];
-    for (name, size) in files {
-        let content: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
-        std::fs::write(www.join("__").join(name), content)?;
-    }
-
-    let reliw_port = free_port()?;
-    let reliw_config = dir.join("reliw.json");
+fn start_reliw(
+    root: &Path,
+    dir: &Path,
+    www: &Path,
+    name: &'static str,
+    io: &str,
+    cache_max: u64,
+) -> Result<(Running, u16)> {
+    let port = free_port()?;
+    let config = dir.join(format!("{name}.json"));
     std::fs::write(
-        &reliw_config,
-        format!(
-            r#"{{"ip": "127.0.0.1", "port": {reliw_port}, "data_dir": "{}", "workers": 1, "log_level": "warn", "max_requests_per_connection": 0, "backlog": 4096}}"#,
-            www.display()
-        ),
+        &config,
+        serde_json::json!({
+            "ip": "127.0.0.1",
+            "port": port,
+            "data_dir": www,
+            "workers": 1,
+            "log_level": "warn",
+            "max_requests_per_connection": 0,
+            "backlog": 4096,
+            "cache_max_size": cache_max,
+        })
+        .to_string(),
     )?;
-    let reliw = Running {
+    let running = Running {
         child: Command::new("taskset")
             .args(["-c", "0"])
             .arg(root.join("target/release/reliw"))
-            .args(["serve", "--config"])
-            .arg(&reliw_config)
+            .args(["serve", "--io", io, "--config"])
+            .arg(&config)
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("reliw.log"))?)
+            .stderr(std::fs::File::create(dir.join(format!("{name}.log")))?)
             .spawn()
             .context("starting reliw under taskset")?,
-        name: "reliw",
+        name,
     };
-    wait_for_port(reliw_port, "reliw")?;
+    wait_for_port(port, name)?;
+    Ok((running, port))
+}
 
+/// `large`: one 8 MiB file, larger than reliw's file cache, served by
+/// reliw on io_uring (read + write), reliw on epoll (sendfile) and nginx
+/// (sendfile), to see which way of sending big files wins.
+pub(crate) fn run(
+    root: &Path,
+    duration: u64,
+    rounds: usize,
+    connections: u32,
+    large: bool,
+) -> Result<()> {
+    let dir = root.join("target/bench");
+    let www = dir.join("www");
+    std::fs::create_dir_all(www.join("__"))?;
+    let files: Vec<(&str, usize)> = if large {
+        vec![("8m.bin", 8 << 20)]
+    } else {
+        vec![("1k.bin", 1024), ("100k.bin", 100 * 1024)]
+    };
+    for (name, size) in &files {
+        let content: Vec<u8> = (0..*size).map(|i| b'a' + (i % 26) as u8).collect();
+        std::fs::write(www.join("__").join(name), content)?;
+    }
+
+    let mut servers: Vec<(Running, u16)> = Vec::new();
+    if large {
+        servers.push(start_reliw(
+            root,
+            &dir,
+            &www,
+            "reliw-uring",
+            "uring",
+            1 << 20,
+        )?);
+        servers.push(start_reliw(
+            root,
+            &dir,
+            &www,
+            "reliw-epoll",
+            "epoll",
+            1 << 20,
+        )?);
+    } else {
+        servers.push(start_reliw(root, &dir, &www, "reliw", "auto", 5 << 20)?);
+    }
     let nginx_port = free_port()?;
     let nginx_conf = write_nginx_conf(&dir, &www.join("__"), nginx_port)?;
     let nginx = Running {
@@ -98,27 +149,25 @@ pub(crate) fn run(root: &Path, duration: u64, rounds: usize, connections: u32) -
         name: "nginx",
     };
     wait_for_port(nginx_port, "nginx")?;
+    servers.push((nginx, nginx_port));
+    let nginx_index = servers.len() - 1;
 
     println!(
         "bench: {rounds} rounds x {duration}s, {connections} connections; servers on CPU 0, wrk on CPU 1"
     );
     let mut results = Vec::new();
     let mut table = String::new();
-    for (file, size) in files {
-        let mut samples: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
+    for (file, size) in &files {
+        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); servers.len()];
         for round in 0..rounds {
-            // Alternate who goes first in each round.
-            let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-            for which in order {
-                let (port, server) = if which == 0 {
-                    (reliw_port, &reliw)
-                } else {
-                    (nginx_port, &nginx)
-                };
+            // Rotate who goes first in each round.
+            for k in 0..servers.len() {
+                let which = (k + round) % servers.len();
+                let (server, port) = &servers[which];
                 let url = format!("http://127.0.0.1:{port}/{file}");
                 let s = wrk(&url, duration, connections)?;
                 println!(
-                    "  {file:>9} round {} {:<6} {:>10.0} req/s  p50 {:>7.0}us  p99 {:>7.0}us",
+                    "  {file:>9} round {} {:<12} {:>10.0} req/s  p50 {:>7.0}us  p99 {:>7.0}us",
                     round + 1,
                     server.name,
                     s.rps,
@@ -128,29 +177,32 @@ pub(crate) fn run(root: &Path, duration: u64, rounds: usize, connections: u32) -
                 samples[which].push(s);
             }
         }
-        let r = median(&samples[0]);
-        let n = median(&samples[1]);
-        let ratio = r.rps / n.rps;
-        let _ = writeln!(
-            table,
-            "{file:>9}: reliw {:>9.0} req/s (p50 {:.0}us, p99 {:.0}us) | nginx {:>9.0} req/s (p50 {:.0}us, p99 {:.0}us) | ratio {:.2}x, p99 ratio {:.2}",
-            r.rps,
-            r.p50_us,
-            r.p99_us,
-            n.rps,
-            n.p50_us,
-            n.p99_us,
-            ratio,
-            r.p99_us / n.p99_us
-        );
-        results.push(serde_json::json!({
-            "file": file,
-            "bytes": size,
-            "reliw": sample_json(&r),
-            "nginx": sample_json(&n),
-            "rps_ratio": ratio,
-            "p99_ratio": r.p99_us / n.p99_us,
-        }));
+        let n = median(&samples[nginx_index]);
+        let mut entry = serde_json::json!({"file": file, "bytes": size, "nginx": sample_json(&n)});
+        for (i, (server, _)) in servers.iter().enumerate() {
+            if i == nginx_index {
+                continue;
+            }
+            let r = median(&samples[i]);
+            let ratio = r.rps / n.rps;
+            let _ = writeln!(
+                table,
+                "{file:>9}: {:<12} {:>9.0} req/s (p50 {:.0}us, p99 {:.0}us) | nginx {:>9.0} req/s (p50 {:.0}us, p99 {:.0}us) | ratio {:.2}x, p99 ratio {:.2}",
+                server.name,
+                r.rps,
+                r.p50_us,
+                r.p99_us,
+                n.rps,
+                n.p50_us,
+                n.p99_us,
+                ratio,
+                r.p99_us / n.p99_us
+            );
+            entry[server.name] = sample_json(&r);
+            entry[format!("{}_rps_ratio", server.name)] = ratio.into();
+            entry[format!("{}_p99_ratio", server.name)] = (r.p99_us / n.p99_us).into();
+        }
+        results.push(entry);
     }
     let json = serde_json::json!({
         "results": results,
@@ -158,9 +210,8 @@ pub(crate) fn run(root: &Path, duration: u64, rounds: usize, connections: u32) -
         "rounds": rounds,
         "connections": connections,
     });
-    drop(reliw);
-    drop(nginx);
-    let out = dir.join("static.json");
+    drop(servers);
+    let out = dir.join(if large { "large.json" } else { "static.json" });
     std::fs::write(&out, serde_json::to_string_pretty(&json)?)?;
     println!("\n{table}results: {}", out.display());
     Ok(())

@@ -66,6 +66,9 @@ enum Cmd {
         /// wrk connections.
         #[arg(long, default_value_t = 64)]
         connections: u32,
+        /// Big files instead: 8 MiB, read+write (io_uring) vs sendfile (epoll) vs nginx.
+        #[arg(long)]
+        large: bool,
     },
     /// Fuzz the HTTP codec (cargo fuzz, nightly) for a while.
     Fuzz {
@@ -125,10 +128,11 @@ fn main() -> Result<()> {
             duration,
             rounds,
             connections,
+            large,
         } => {
             setup::run(false)?;
             build(&root)?;
-            bench::run(&root, duration, rounds, connections)
+            bench::run(&root, duration, rounds, connections, large)
         }
         Cmd::Fuzz { seconds } => {
             setup::run(false)?;

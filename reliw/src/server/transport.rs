@@ -4,7 +4,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt as _;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -158,6 +157,8 @@ impl Transport for Epoll {
         self.0.write_all(&body).await
     }
 
+    /// sendfile(2): the file goes from the page cache to the socket
+    /// without passing through user space.
     async fn write_head_file(
         &mut self,
         head: Vec<u8>,
@@ -166,22 +167,28 @@ impl Transport for Epoll {
         len: u64,
     ) -> io::Result<()> {
         self.0.write_all(&head).await?;
-        let mut buf = vec![0u8; FILE_CHUNK.min(len as usize)];
-        let mut pos = start;
+        let mut offset = start;
         let end = start + len;
-        while pos < end {
-            let want = ((end - pos) as usize).min(buf.len());
-            // A page-cache read of a regular file; short and non-blocking in
-            // practice. The io_uring path reads asynchronously.
-            let n = file.read_at(&mut buf[..want], pos)?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "file shrank while sending",
-                ));
+        while offset < end {
+            self.0.writable().await?;
+            let want = usize::try_from(end - offset)
+                .unwrap_or(usize::MAX)
+                .min(1 << 30);
+            let sent = self.0.try_io(tokio::io::Interest::WRITABLE, || {
+                rustix::fs::sendfile(&self.0, &file, Some(&mut offset), want)
+                    .map_err(io::Error::from)
+            });
+            match sent {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file shrank while sending",
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
             }
-            self.0.write_all(&buf[..n]).await?;
-            pos += n as u64;
         }
         Ok(())
     }
