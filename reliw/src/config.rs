@@ -61,6 +61,10 @@ pub struct Config {
     pub cache_total_size: u64,
     /// Age (ms) after which a cached file is checked against the disk.
     pub cache_revalidate_ms: u64,
+    /// Open descriptors each worker keeps for sendfile of cached big files.
+    pub cache_max_fds: usize,
+    /// Files from this size on go out with sendfile instead of from memory.
+    pub sendfile_min_size: u64,
     pub backlog: u32,
     pub max_body_size: u64,
     /// Longest request line or header line (bytes); beyond it 414 or 431.
@@ -110,6 +114,8 @@ impl Default for Config {
             cache_max_size: 5_242_880,
             cache_total_size: 67_108_864,
             cache_revalidate_ms: 1000,
+            cache_max_fds: 1024,
+            sendfile_min_size: crate::files::cache::SENDFILE_MIN,
             backlog: 256,
             max_body_size: 5_242_880,
             request_line_limit: 8192,
@@ -244,6 +250,8 @@ const TOP_KEYS: &[&str] = &[
     "cache_max_size",
     "cache_total_size",
     "cache_revalidate_ms",
+    "cache_max_fds",
+    "sendfile_min_size",
     "backlog",
     "max_body_size",
     "request_line_limit",

@@ -5,7 +5,9 @@
 
 use bytes::Bytes;
 
-use crate::files::cache::{FileCache, Served};
+use std::rc::Rc;
+
+use crate::files::cache::{Content, FileCache};
 use crate::files::respond::{BodyPlan, plan};
 use crate::files::validate::{normalise_host, relative_path};
 use crate::files::{FileError, Files};
@@ -15,8 +17,9 @@ use crate::http::{Method, RequestHead, ResponseHead, Status};
 pub enum Body {
     Empty,
     Bytes(Bytes),
+    /// Part of an open file, sent with sendfile.
     File {
-        file: std::fs::File,
+        file: Rc<std::fs::File>,
         start: u64,
         len: u64,
     },
@@ -80,26 +83,15 @@ fn static_response(req: &RequestHead, files: &mut Files, cache: &mut FileCache) 
         return r;
     }
     match cache.get(files, &host, &rel) {
-        Ok(Served::Cached(entry)) => {
+        Ok(entry) => {
             let p = plan(req, &entry.meta, &entry.etag, &entry.content_type);
-            let body = match p.body {
-                BodyPlan::Empty => Body::Empty,
-                BodyPlan::Range { start, len } => {
-                    Body::Bytes(entry.data.slice(start as usize..(start + len) as usize))
+            let body = match (p.body, &entry.content) {
+                (BodyPlan::Empty, _) => Body::Empty,
+                (BodyPlan::Range { start, len }, Content::Bytes(data)) => {
+                    Body::Bytes(data.slice(start as usize..(start + len) as usize))
                 }
-            };
-            Response { head: p.head, body }
-        }
-        Ok(Served::Open {
-            file,
-            etag,
-            content_type,
-        }) => {
-            let p = plan(req, &file.meta, &etag, &content_type);
-            let body = match p.body {
-                BodyPlan::Empty => Body::Empty,
-                BodyPlan::Range { start, len } => Body::File {
-                    file: file.file,
+                (BodyPlan::Range { start, len }, Content::File(file)) => Body::File {
+                    file: Rc::clone(file),
                     start,
                     len,
                 },

@@ -29,7 +29,19 @@ struct Running {
 }
 
 impl Drop for Running {
+    /// SIGTERM first: nginx's master stops its workers only when it is
+    /// asked to; a SIGKILLed master leaves them running (and busy).
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -56,7 +68,7 @@ fn start_reliw(
     www: &Path,
     name: &'static str,
     io: &str,
-    cache_max: u64,
+    sendfile_min: u64,
 ) -> Result<(Running, u16)> {
     let port = free_port()?;
     let config = dir.join(format!("{name}.json"));
@@ -70,7 +82,8 @@ fn start_reliw(
             "log_level": "warn",
             "max_requests_per_connection": 0,
             "backlog": 4096,
-            "cache_max_size": cache_max,
+            "cache_max_size": 16 << 20,
+            "sendfile_min_size": sendfile_min,
         })
         .to_string(),
     )?;
@@ -90,21 +103,25 @@ fn start_reliw(
     Ok((running, port))
 }
 
-/// `large`: one 8 MiB file, larger than reliw's file cache, served by
-/// reliw on io_uring (read + write), reliw on epoll (sendfile) and nginx
-/// (sendfile), to see which way of sending big files wins.
+/// `send`: how bodies should leave, on 1 KiB, 100 KiB and 8 MiB files: reliw
+/// on io_uring and on epoll, each writing bodies from memory and with
+/// sendfile, against nginx (sendfile).
 pub(crate) fn run(
     root: &Path,
     duration: u64,
     rounds: usize,
     connections: u32,
-    large: bool,
+    send: bool,
 ) -> Result<()> {
     let dir = root.join("target/bench");
     let www = dir.join("www");
     std::fs::create_dir_all(www.join("__"))?;
-    let files: Vec<(&str, usize)> = if large {
-        vec![("8m.bin", 8 << 20)]
+    let files: Vec<(&str, usize)> = if send {
+        vec![
+            ("1k.bin", 1024),
+            ("100k.bin", 100 * 1024),
+            ("8m.bin", 8 << 20),
+        ]
     } else {
         vec![("1k.bin", 1024), ("100k.bin", 100 * 1024)]
     };
@@ -114,25 +131,17 @@ pub(crate) fn run(
     }
 
     let mut servers: Vec<(Running, u16)> = Vec::new();
-    if large {
-        servers.push(start_reliw(
-            root,
-            &dir,
-            &www,
-            "reliw-uring",
-            "uring",
-            1 << 20,
-        )?);
-        servers.push(start_reliw(
-            root,
-            &dir,
-            &www,
-            "reliw-epoll",
-            "epoll",
-            1 << 20,
-        )?);
+    if send {
+        for (name, io, sendfile_min) in [
+            ("uring-memory", "uring", u64::MAX),
+            ("uring-sendfile", "uring", 16 * 1024),
+            ("epoll-memory", "epoll", u64::MAX),
+            ("epoll-sendfile", "epoll", 16 * 1024),
+        ] {
+            servers.push(start_reliw(root, &dir, &www, name, io, sendfile_min)?);
+        }
     } else {
-        servers.push(start_reliw(root, &dir, &www, "reliw", "auto", 5 << 20)?);
+        servers.push(start_reliw(root, &dir, &www, "reliw", "auto", 16 * 1024)?);
     }
     let nginx_port = free_port()?;
     let nginx_conf = write_nginx_conf(&dir, &www.join("__"), nginx_port)?;
@@ -211,7 +220,7 @@ pub(crate) fn run(
         "connections": connections,
     });
     drop(servers);
-    let out = dir.join(if large { "large.json" } else { "static.json" });
+    let out = dir.join(if send { "send.json" } else { "static.json" });
     std::fs::write(&out, serde_json::to_string_pretty(&json)?)?;
     println!("\n{table}results: {}", out.display());
     Ok(())
@@ -264,7 +273,7 @@ http {{
 
 fn wrk(url: &str, duration: u64, connections: u32) -> Result<Sample> {
     let out = Command::new("taskset")
-        .args(["-c", "1", "wrk", "-t1", "--latency"])
+        .args(["-c", "1", "wrk", "-t1", "--latency", "--timeout", "10s"])
         .arg(format!("-c{connections}"))
         .arg(format!("-d{duration}s"))
         .arg(url)

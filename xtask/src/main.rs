@@ -66,9 +66,9 @@ enum Cmd {
         /// wrk connections.
         #[arg(long, default_value_t = 64)]
         connections: u32,
-        /// Big files instead: 8 MiB, read+write (io_uring) vs sendfile (epoll) vs nginx.
+        /// Compare sending bodies from memory with sendfile (100 KiB, 8 MiB).
         #[arg(long)]
-        large: bool,
+        send: bool,
     },
     /// Fuzz the HTTP codec (cargo fuzz, nightly) for a while.
     Fuzz {
@@ -128,11 +128,11 @@ fn main() -> Result<()> {
             duration,
             rounds,
             connections,
-            large,
+            send,
         } => {
             setup::run(false)?;
             build(&root)?;
-            bench::run(&root, duration, rounds, connections, large)
+            bench::run(&root, duration, rounds, connections, send)
         }
         Cmd::Fuzz { seconds } => {
             setup::run(false)?;

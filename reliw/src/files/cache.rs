@@ -1,13 +1,20 @@
-//! A per-worker cache of small hot files: contents plus validators, so a
-//! cached GET costs no filesystem call at all.
+//! A per-worker cache of hot files, so a cached GET costs no filesystem
+//! lookup at all.
+//!
+//! Small files (below `sendfile_min`, default [`SENDFILE_MIN`]) are kept as
+//! bytes and written from memory. Larger ones are kept as an open file
+//! descriptor and sent with sendfile(2), straight from the page cache, so
+//! big bodies never pass through user space (`cargo xtask bench --send`
+//! compares the two on the same files).
 //!
 //! Entries are rechecked (a confined open and an fstat) once they are older
 //! than `revalidate`; a changed identity (device, inode, size, mtime) drops
-//! the entry. Each worker has its own cache, so there is no lock; the memory
-//! cap is per worker. Eviction is first-in first-out, which is enough to
-//! bound memory; hot files come straight back.
+//! the entry. Each worker has its own cache, so there is no lock; the caps
+//! (bytes in memory, descriptors held) are per worker. Eviction is first-in
+//! first-out, which is enough to bound them; hot files come straight back.
 
 use std::collections::{HashMap, VecDeque};
+use std::fs::File;
 use std::io::Read as _;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -16,23 +23,24 @@ use bytes::Bytes;
 
 use super::{FileError, Files, Meta, OpenFile};
 
+/// Default size from which files are sent with sendfile rather than from memory.
+pub const SENDFILE_MIN: u64 = 16 * 1024;
+
+/// What a cached file is served from.
+pub enum Content {
+    /// The whole file, in memory.
+    Bytes(Bytes),
+    /// An open descriptor, for sendfile.
+    File(Rc<File>),
+}
+
 /// A cached file.
 pub struct Entry {
-    pub data: Bytes,
+    pub content: Content,
     pub meta: Meta,
     pub etag: String,
     pub content_type: String,
     checked: std::cell::Cell<Instant>,
-}
-
-/// What to serve: cached bytes or an open file (too large to cache).
-pub enum Served {
-    Cached(Rc<Entry>),
-    Open {
-        file: OpenFile,
-        etag: String,
-        content_type: String,
-    },
 }
 
 type Key = (String, Vec<u8>);
@@ -40,10 +48,14 @@ type Key = (String, Vec<u8>);
 /// Cache limits.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// Largest file kept.
+    /// Largest file kept in memory (and largest file cached at all).
     pub max_file: u64,
-    /// Total bytes kept.
+    /// Total bytes kept in memory.
     pub max_total: u64,
+    /// Most descriptors kept open for sendfile.
+    pub max_fds: usize,
+    /// Files from this size on are sent with sendfile.
+    pub sendfile_min: u64,
     /// Age after which an entry is checked against the disk.
     pub revalidate: Duration,
 }
@@ -51,7 +63,8 @@ pub struct Limits {
 pub struct FileCache {
     entries: HashMap<Key, Rc<Entry>>,
     order: VecDeque<Key>,
-    total: u64,
+    bytes: u64,
+    fds: usize,
     limits: Limits,
 }
 
@@ -60,19 +73,26 @@ impl FileCache {
         Self {
             entries: HashMap::new(),
             order: VecDeque::new(),
-            total: 0,
+            bytes: 0,
+            fds: 0,
             limits,
         }
     }
 
-    /// The file for `host` and `rel`, from the cache when fresh.
-    pub fn get(&mut self, files: &mut Files, host: &str, rel: &[u8]) -> Result<Served, FileError> {
+    /// The file for `host` and `rel`, from the cache when fresh. Files too
+    /// large to cache come back as an uncached entry.
+    pub fn get(
+        &mut self,
+        files: &mut Files,
+        host: &str,
+        rel: &[u8],
+    ) -> Result<Rc<Entry>, FileError> {
         let now = Instant::now();
         let key: Key = (host.to_owned(), rel.to_vec());
         if let Some(entry) = self.entries.get(&key)
             && now.duration_since(entry.checked.get()) < self.limits.revalidate
         {
-            return Ok(Served::Cached(Rc::clone(entry)));
+            return Ok(Rc::clone(entry));
         }
         let opened = match files.open(host, rel) {
             Ok(o) => o,
@@ -84,69 +104,88 @@ impl FileCache {
         if let Some(entry) = self.entries.get(&key) {
             if entry.meta == opened.meta {
                 entry.checked.set(now);
-                return Ok(Served::Cached(Rc::clone(entry)));
+                return Ok(Rc::clone(entry));
             }
             self.remove(&key);
         }
         let etag = opened.meta.etag();
         let content_type = opened.meta.content_type();
-        if opened.meta.size > self.limits.max_file || opened.meta.size > self.limits.max_total {
-            return Ok(Served::Open {
-                file: opened,
-                etag,
-                content_type,
-            });
-        }
-        let mut data = Vec::with_capacity(opened.meta.size as usize);
         let OpenFile { file, meta } = opened;
-        file.take(meta.size).read_to_end(&mut data)?;
-        if data.len() as u64 != meta.size {
-            // Changed while we read it: serve what we have, do not cache.
-            let size = data.len() as u64;
-            let meta = Meta { size, ..meta };
-            return Ok(Served::Cached(Rc::new(Entry {
-                data: Bytes::from(data),
-                meta,
-                etag,
-                content_type,
-                checked: std::cell::Cell::new(now),
-            })));
-        }
+        let cacheable = meta.size <= self.limits.max_file;
+        let content = if meta.size >= self.limits.sendfile_min {
+            Content::File(Rc::new(file))
+        } else {
+            let mut data = Vec::with_capacity(meta.size as usize);
+            file.take(meta.size).read_to_end(&mut data)?;
+            if data.len() as u64 != meta.size {
+                // Changed while we read it: serve what we have, do not cache.
+                let meta = Meta {
+                    size: data.len() as u64,
+                    ..meta
+                };
+                return Ok(Rc::new(Entry {
+                    content: Content::Bytes(Bytes::from(data)),
+                    meta,
+                    etag,
+                    content_type,
+                    checked: std::cell::Cell::new(now),
+                }));
+            }
+            Content::Bytes(Bytes::from(data))
+        };
         let entry = Rc::new(Entry {
-            data: Bytes::from(data),
+            content,
             meta,
             etag,
             content_type,
             checked: std::cell::Cell::new(now),
         });
-        self.insert(key, Rc::clone(&entry));
-        Ok(Served::Cached(entry))
+        if cacheable {
+            self.insert(key, Rc::clone(&entry));
+        }
+        Ok(entry)
+    }
+
+    fn over_limits(&self, entry: &Entry) -> bool {
+        match entry.content {
+            Content::Bytes(_) => self.bytes + entry.meta.size > self.limits.max_total,
+            Content::File(_) => self.fds + 1 > self.limits.max_fds,
+        }
     }
 
     fn insert(&mut self, key: Key, entry: Rc<Entry>) {
-        let size = entry.meta.size;
-        while self.total + size > self.limits.max_total {
+        while self.over_limits(&entry) {
             let Some(old) = self.order.pop_front() else {
-                break;
+                return;
             };
             if let Some(e) = self.entries.remove(&old) {
-                self.total -= e.meta.size;
+                self.forget(&e);
             }
         }
-        self.total += size;
+        match entry.content {
+            Content::Bytes(_) => self.bytes += entry.meta.size,
+            Content::File(_) => self.fds += 1,
+        }
         self.order.push_back(key.clone());
         self.entries.insert(key, entry);
     }
 
+    fn forget(&mut self, e: &Entry) {
+        match e.content {
+            Content::Bytes(_) => self.bytes -= e.meta.size,
+            Content::File(_) => self.fds -= 1,
+        }
+    }
+
     fn remove(&mut self, key: &Key) {
         if let Some(e) = self.entries.remove(key) {
-            self.total -= e.meta.size;
+            self.forget(&e);
             self.order.retain(|k| k != key);
         }
     }
 
-    /// Bytes held.
-    pub fn total(&self) -> u64 {
-        self.total
+    /// Bytes held in memory and descriptors held open.
+    pub fn usage(&self) -> (u64, usize) {
+        (self.bytes, self.fds)
     }
 }

@@ -4,12 +4,12 @@
 
 use std::fs::File;
 use std::io;
+use std::os::fd::{AsFd, AsRawFd as _, BorrowedFd, OwnedFd};
+use std::rc::Rc;
 
 use bytes::Bytes;
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
-/// Size of the buffer used to send files that are not cached.
-pub(crate) const FILE_CHUNK: usize = 256 * 1024;
 
 /// A connected socket, driven with owned buffers.
 pub(crate) trait Transport {
@@ -19,11 +19,12 @@ pub(crate) trait Transport {
     async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>);
     /// Writes `head` then `body` (one vectored write where possible).
     async fn write_head_body(&mut self, head: Vec<u8>, body: Bytes) -> io::Result<()>;
-    /// Writes `head`, then `len` bytes of `file` from `start`.
+    /// Writes `head`, then `len` bytes of `file` from `start`, with
+    /// sendfile (no copy through user space).
     async fn write_head_file(
         &mut self,
         head: Vec<u8>,
-        file: File,
+        file: Rc<File>,
         start: u64,
         len: u64,
     ) -> io::Result<()>;
@@ -34,25 +35,62 @@ pub(crate) trait Transport {
     fn shutdown_both(&self);
 }
 
-/// tokio-uring (io_uring) sockets.
-pub(crate) struct Uring(pub(crate) tokio_uring::net::TcpStream);
+/// tokio-uring (io_uring) sockets. File bodies go out with sendfile on a
+/// non-blocking duplicate of the socket, waiting for room through tokio's
+/// reactor (tokio-uring runs on top of one); tokio-uring has no splice or
+/// TCP send_zc operation to do it on the ring.
+pub(crate) struct Uring {
+    stream: tokio_uring::net::TcpStream,
+    ready: Option<AsyncFd<OwnedFd>>,
+}
+
+impl Uring {
+    pub(crate) fn new(stream: tokio_uring::net::TcpStream) -> Self {
+        Self {
+            stream,
+            ready: None,
+        }
+    }
+
+    /// The socket registered for write readiness (set up on first use).
+    fn readiness(&mut self) -> io::Result<&AsyncFd<OwnedFd>> {
+        if self.ready.is_none() {
+            #[allow(unsafe_code)]
+            // SAFETY: the fd belongs to `self.stream`, which is alive for the
+            // whole borrow; we only duplicate it.
+            let borrowed = unsafe { BorrowedFd::borrow_raw(self.stream.as_raw_fd()) };
+            let dup = rustix::io::fcntl_dupfd_cloexec(borrowed, 0)?;
+            // Shared with the original: io_uring handles non-blocking sockets.
+            rustix::io::ioctl_fionbio(&dup, true)?;
+            #[allow(unsafe_code)]
+            // SAFETY: `dup` is an OwnedFd moved into the AsyncFd: it stays
+            // open and the same for the AsyncFd's whole life.
+            let registered =
+                unsafe { AsyncFd::register_with_interest(dup, tokio::io::Interest::WRITABLE) };
+            self.ready = Some(registered.map_err(|e| io::Error::other(e.to_string()))?);
+        }
+        self.ready
+            .as_ref()
+            .ok_or_else(|| io::Error::other("no readiness handle"))
+    }
+}
 
 impl Transport for Uring {
     async fn read(&mut self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(16 * 1024);
         }
-        self.0.read(buf).await
+        self.stream.read(buf).await
     }
 
     async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        self.0.write_all(buf).await
+        self.stream.write_all(buf).await
     }
 
     async fn write_head_body(&mut self, head: Vec<u8>, body: Bytes) -> io::Result<()> {
         let total = head.len() + body.len();
         let head = Bytes::from(head);
-        let (res, bufs) = self.0.writev(vec![head, body]).await;
+        let (res, bufs) = self.stream.writev(vec![head, body]).await;
         let mut written = res?;
         if written == total {
             return Ok(());
@@ -63,7 +101,7 @@ impl Transport for Uring {
                 written -= buf.len();
                 continue;
             }
-            let (res, _) = self.0.write_all(buf.slice(written..)).await;
+            let (res, _) = self.stream.write_all(buf.slice(written..)).await;
             res?;
             written = 0;
         }
@@ -73,60 +111,36 @@ impl Transport for Uring {
     async fn write_head_file(
         &mut self,
         head: Vec<u8>,
-        file: File,
+        file: Rc<File>,
         start: u64,
         len: u64,
     ) -> io::Result<()> {
-        let (res, _) = self.0.write_all(head).await;
-        res?;
-        let file = tokio_uring::fs::File::from_std(file);
-        let mut buf = Vec::with_capacity(FILE_CHUNK.min(len as usize));
-        let mut pos = start;
-        let end = start + len;
-        let result = async {
-            while pos < end {
-                buf.clear();
-                let want = ((end - pos) as usize).min(FILE_CHUNK);
-                let (res, b) = file.read_at(buf.slice_mut_limit(want), pos).await;
-                let n = res?;
-                buf = b.into_inner();
-                if n == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "file shrank while sending",
-                    ));
-                }
-                pos += n as u64;
-                let (res, b) = self.0.write_all(buf).await;
-                res?;
-                buf = b;
+        let fd = self.readiness()?;
+        let mut sent = 0;
+        while sent < head.len() {
+            let mut guard = fd.writable().await?;
+            if let Ok(n) = guard.try_io(|fd| send_more(fd.get_ref(), &head[sent..])) {
+                sent += n?;
             }
-            Ok(())
         }
-        .await;
-        let _ = file.close().await;
-        result
+        let mut offset = start;
+        let end = start + len;
+        while offset < end {
+            let mut guard = fd.writable().await?;
+            if let Ok(result) = guard.try_io(|fd| send_file(fd.get_ref(), &file, &mut offset, end))
+            {
+                result?;
+            }
+        }
+        Ok(())
     }
 
     fn shutdown_write(&self) {
-        let _ = self.0.shutdown(std::net::Shutdown::Write);
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
     }
 
     fn shutdown_both(&self) {
-        let _ = self.0.shutdown(std::net::Shutdown::Both);
-    }
-}
-
-/// Limits a read to `n` bytes of a Vec's capacity.
-trait SliceLimit {
-    fn slice_mut_limit(self, n: usize) -> tokio_uring::buf::Slice<Vec<u8>>;
-}
-
-impl SliceLimit for Vec<u8> {
-    fn slice_mut_limit(self, n: usize) -> tokio_uring::buf::Slice<Vec<u8>> {
-        use tokio_uring::buf::BoundedBuf as _;
-        let cap = self.capacity().min(n);
-        self.slice(0..cap)
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
 }
 
@@ -157,35 +171,32 @@ impl Transport for Epoll {
         self.0.write_all(&body).await
     }
 
-    /// sendfile(2): the file goes from the page cache to the socket
-    /// without passing through user space.
     async fn write_head_file(
         &mut self,
         head: Vec<u8>,
-        file: File,
+        file: Rc<File>,
         start: u64,
         len: u64,
     ) -> io::Result<()> {
-        self.0.write_all(&head).await?;
+        let mut sent = 0;
+        while sent < head.len() {
+            self.0.writable().await?;
+            match self.0.try_io(tokio::io::Interest::WRITABLE, || {
+                send_more(&self.0, &head[sent..])
+            }) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
         let mut offset = start;
         let end = start + len;
         while offset < end {
             self.0.writable().await?;
-            let want = usize::try_from(end - offset)
-                .unwrap_or(usize::MAX)
-                .min(1 << 30);
-            let sent = self.0.try_io(tokio::io::Interest::WRITABLE, || {
-                rustix::fs::sendfile(&self.0, &file, Some(&mut offset), want)
-                    .map_err(io::Error::from)
-            });
-            match sent {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "file shrank while sending",
-                    ));
-                }
-                Ok(_) => {}
+            match self.0.try_io(tokio::io::Interest::WRITABLE, || {
+                send_file(&self.0, &file, &mut offset, end)
+            }) {
+                Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
@@ -201,5 +212,26 @@ impl Transport for Epoll {
     fn shutdown_both(&self) {
         let sock = socket2::SockRef::from(&self.0);
         let _ = sock.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// send(2) with MSG_MORE: the head waits to share a segment with the body.
+fn send_more(socket: impl AsFd, bytes: &[u8]) -> io::Result<usize> {
+    rustix::net::send(socket, bytes, rustix::net::SendFlags::MORE).map_err(io::Error::from)
+}
+
+/// One sendfile(2) call from `offset` towards `end`; `WouldBlock` when the
+/// socket is full, `UnexpectedEof` if the file shrank under us.
+fn send_file(socket: impl AsFd, file: &File, offset: &mut u64, end: u64) -> io::Result<()> {
+    let want = usize::try_from(end - *offset)
+        .unwrap_or(usize::MAX)
+        .min(1 << 30);
+    match rustix::fs::sendfile(socket, file, Some(offset), want) {
+        Ok(0) => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "file shrank while sending",
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }

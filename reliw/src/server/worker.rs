@@ -48,6 +48,8 @@ impl Worker {
         let limits = cache::Limits {
             max_file: config.cache_max_size,
             max_total: config.cache_total_size / workers,
+            max_fds: config.cache_max_fds,
+            sendfile_min: config.sendfile_min_size,
             revalidate: Duration::from_millis(config.cache_revalidate_ms),
         };
         Self {
@@ -180,7 +182,7 @@ pub(crate) fn run_uring(
                     match accepted {
                         Ok((stream, peer)) => {
                             let _ = stream.set_nodelay(true);
-                            let io = Uring(stream);
+                            let io = Uring::new(stream);
                             let worker = Rc::clone(&worker);
                             let rx = shutdown.clone();
                             tokio_uring::spawn(connection(io, peer, worker, rx));
