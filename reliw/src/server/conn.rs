@@ -72,7 +72,6 @@ async fn drive<T: Transport>(
     worker: Rc<Worker>,
     mut shutdown: watch::Receiver<bool>,
 ) -> End {
-    let io = &mut *io;
     let config = worker.config();
     let limits = Limits {
         line: config.request_line_limit,
@@ -82,123 +81,33 @@ async fn drive<T: Transport>(
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut served: u64 = 0;
     loop {
-        // 1. The head. Idle until the first byte, then the header timer.
-        let mut head_started: Option<Instant> = (!buf.is_empty()).then(Instant::now);
-        let parsed = loop {
-            match parse_head(&buf, &limits) {
-                Ok(Some(done)) => break Ok(done),
-                Err(HeadError { status, reason }) => break Err(Stop::Error(status, reason)),
-                Ok(None) => {}
-            }
-            let deadline = match head_started {
-                Some(t) => t + config.header_timeout(),
-                None => Instant::now() + config.idle_timeout(),
+        // 1. The head.
+        let (head, head_len, started) =
+            match read_head(io, &mut buf, &limits, &config, &mut shutdown).await {
+                Ok(h) => h,
+                Err(Stop::Quiet) => return End::Close,
+                Err(Stop::Error(status, reason)) => {
+                    tracing::debug!(%peer, reason, "bad request head");
+                    let resp = Response::error(status);
+                    write_response(io, resp, &worker, peer, None, true, served).await;
+                    return End::Linger;
+                }
             };
-            let idle = head_started.is_none();
-            let (result, b) = read_until(io, buf, deadline, idle.then_some(&mut shutdown)).await;
-            buf = b;
-            match result {
-                Ok(0) => return End::Close,
-                Ok(_) => {
-                    head_started.get_or_insert_with(Instant::now);
-                }
-                Err(ReadError::Timeout) if idle => return End::Close,
-                Err(ReadError::Timeout) => {
-                    break Err(Stop::Error(Status::REQUEST_TIMEOUT, "request head timeout"));
-                }
-                Err(ReadError::Shutdown | ReadError::Io) => return End::Close,
-            }
-        };
-        let (head, head_len) = match parsed {
-            Ok(p) => p,
-            Err(Stop::Quiet) => return End::Close,
-            Err(Stop::Error(status, reason)) => {
-                tracing::debug!(%peer, reason, "bad request head");
-                let resp = Response::error(status);
-                write_response(io, resp, &worker, peer, None, true, served).await;
-                return End::Linger;
-            }
-        };
         buf.drain(..head_len);
         served += 1;
-        let started = head_started.unwrap_or_else(Instant::now);
 
         // 2. The body, decoded as it arrives and handed on in pieces.
-        let mut decoder = match BodyDecoder::new(head.body, config.max_body_size) {
-            Ok(d) => d,
-            Err(e) => {
-                let resp = Response::error(e.status);
-                write_response(
-                    io,
-                    resp,
-                    &worker,
-                    peer,
-                    Some((&head, started)),
-                    true,
-                    served,
-                )
-                .await;
-                return End::Linger;
-            }
-        };
-        if head.expect_continue && !decoder.is_done() {
-            let (res, _) = io
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())
-                .await;
-            if res.is_err() {
-                return End::Close;
-            }
-        }
-        let body_deadline = Instant::now() + config.body_timeout();
-        let mut sink = worker.body_sink(&head);
-        let body_result: Result<(), Stop> = loop {
-            if !buf.is_empty() {
-                match decoder.decode(&buf) {
-                    Ok(out) => {
-                        for range in out.data {
-                            sink.piece(&buf[range]);
-                        }
-                        buf.drain(..out.consumed);
-                    }
-                    Err(e) => break Err(Stop::Error(e.status, e.reason)),
-                }
-            }
-            if decoder.is_done() {
-                break Ok(());
-            }
-            let (result, b) = read_until(io, buf, body_deadline, None).await;
-            buf = b;
-            match result {
-                Ok(0) => break Err(Stop::Quiet),
-                Ok(_) => {}
-                Err(ReadError::Timeout) => {
-                    break Err(Stop::Error(Status::REQUEST_TIMEOUT, "request body timeout"));
-                }
-                Err(_) => break Err(Stop::Quiet),
-            }
-            if buf.len() > MAX_BUFFER {
-                break Err(Stop::Error(Status::PAYLOAD_TOO_LARGE, "buffer overflow"));
-            }
-        };
-        match body_result {
-            Ok(()) => {}
+        let sink = match read_body(io, &mut buf, &head, &config, &worker).await {
+            Ok(sink) => sink,
             Err(Stop::Quiet) => return End::Close,
             Err(Stop::Error(status, reason)) => {
                 tracing::debug!(%peer, reason, "bad request body");
                 let resp = Response::error(status);
-                write_response(
-                    io,
-                    resp,
-                    &worker,
-                    peer,
-                    Some((&head, started)),
-                    true,
-                    served,
-                )
-                .await;
+                let request = Some((&head, started));
+                write_response(io, resp, &worker, peer, request, true, served).await;
                 return End::Linger;
             }
-        }
+        };
 
         // 3. The response.
         let resp = worker.handle(&head, peer, sink);
@@ -222,6 +131,98 @@ async fn drive<T: Transport>(
         }
         if buf.capacity() > MAX_BUFFER {
             buf.shrink_to(16 * 1024);
+        }
+    }
+}
+
+/// Reads until `buf` starts with a whole head: idle (ended quietly by the
+/// keep-alive timeout or shutdown) until the first byte, then against the
+/// header timer, measured from that first byte. Returns the head, its
+/// length and when it started.
+async fn read_head<T: Transport>(
+    io: &mut T,
+    buf: &mut Vec<u8>,
+    limits: &Limits,
+    config: &crate::config::Config,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(crate::http::RequestHead, usize, Instant), Stop> {
+    let mut started: Option<Instant> = (!buf.is_empty()).then(Instant::now);
+    loop {
+        match parse_head(buf, limits) {
+            Ok(Some((head, len))) => return Ok((head, len, started.unwrap_or_else(Instant::now))),
+            Err(HeadError { status, reason }) => return Err(Stop::Error(status, reason)),
+            Ok(None) => {}
+        }
+        let deadline = match started {
+            Some(t) => t + config.header_timeout(),
+            None => Instant::now() + config.idle_timeout(),
+        };
+        let idle = started.is_none();
+        let (result, b) = read_until(
+            io,
+            std::mem::take(buf),
+            deadline,
+            idle.then_some(&mut *shutdown),
+        )
+        .await;
+        *buf = b;
+        match result {
+            Ok(0) => return Err(Stop::Quiet),
+            Ok(_) => {
+                started.get_or_insert_with(Instant::now);
+            }
+            Err(ReadError::Timeout) if !idle => {
+                return Err(Stop::Error(Status::REQUEST_TIMEOUT, "request head timeout"));
+            }
+            Err(_) => return Err(Stop::Quiet),
+        }
+    }
+}
+
+/// Reads the body of `head` from `buf` and the socket, handing each piece
+/// to the worker's sink; leaves whatever follows (a pipelined request) in
+/// `buf`.
+async fn read_body<T: Transport>(
+    io: &mut T,
+    buf: &mut Vec<u8>,
+    head: &crate::http::RequestHead,
+    config: &crate::config::Config,
+    worker: &Worker,
+) -> Result<super::worker::BodySink, Stop> {
+    let mut decoder = BodyDecoder::new(head.body, config.max_body_size)
+        .map_err(|e| Stop::Error(e.status, e.reason))?;
+    if head.expect_continue && !decoder.is_done() {
+        let (res, _) = io
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())
+            .await;
+        res.map_err(|_| Stop::Quiet)?;
+    }
+    let deadline = Instant::now() + config.body_timeout();
+    let mut sink = worker.body_sink(head);
+    loop {
+        if !buf.is_empty() {
+            let out = decoder
+                .decode(buf)
+                .map_err(|e| Stop::Error(e.status, e.reason))?;
+            for range in out.data {
+                sink.piece(&buf[range]);
+            }
+            buf.drain(..out.consumed);
+        }
+        if decoder.is_done() {
+            return Ok(sink);
+        }
+        let (result, b) = read_until(io, std::mem::take(buf), deadline, None).await;
+        *buf = b;
+        match result {
+            Ok(0) | Err(ReadError::Io | ReadError::Shutdown) => return Err(Stop::Quiet),
+            Ok(_) => {}
+            Err(ReadError::Timeout) => {
+                return Err(Stop::Error(Status::REQUEST_TIMEOUT, "request body timeout"));
+            }
+        }
+        if buf.len() > MAX_BUFFER {
+            return Err(Stop::Error(Status::PAYLOAD_TOO_LARGE, "buffer overflow"));
         }
     }
 }

@@ -11,6 +11,68 @@ use bytes::Bytes;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+/// A listening socket of one runtime.
+pub(crate) trait Acceptor {
+    type Conn: Transport + 'static;
+    /// The next connection (with TCP_NODELAY set).
+    async fn accept(&self) -> io::Result<(Self::Conn, std::net::SocketAddr)>;
+    /// Stops listening now, even with an accept still pending.
+    fn close(self);
+}
+
+/// tokio-uring's listener.
+pub(crate) struct UringListener {
+    listener: tokio_uring::net::TcpListener,
+    /// A handle to shut the socket down: an abandoned io_uring accept keeps
+    /// the listener open until it completes.
+    stopper: std::net::TcpListener,
+}
+
+impl UringListener {
+    pub(crate) fn new(listener: std::net::TcpListener) -> io::Result<Self> {
+        let stopper = listener.try_clone()?;
+        Ok(Self {
+            listener: tokio_uring::net::TcpListener::from_std(listener),
+            stopper,
+        })
+    }
+}
+
+impl Acceptor for UringListener {
+    type Conn = Uring;
+
+    async fn accept(&self) -> io::Result<(Uring, std::net::SocketAddr)> {
+        let (stream, peer) = self.listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        Ok((Uring::new(stream), peer))
+    }
+
+    fn close(self) {
+        let _ = socket2::SockRef::from(&self.stopper).shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// tokio's (epoll) listener.
+pub(crate) struct EpollListener(tokio::net::TcpListener);
+
+impl EpollListener {
+    pub(crate) fn new(listener: std::net::TcpListener) -> io::Result<Self> {
+        tokio::net::TcpListener::from_std(listener).map(Self)
+    }
+}
+
+impl Acceptor for EpollListener {
+    type Conn = Epoll;
+
+    async fn accept(&self) -> io::Result<(Epoll, std::net::SocketAddr)> {
+        let (stream, peer) = self.0.accept().await?;
+        let _ = stream.set_nodelay(true);
+        Ok((Epoll(stream), peer))
+    }
+
+    fn close(self) {}
+}
+
 /// A connected socket, driven with owned buffers.
 pub(crate) trait Transport {
     /// Reads into the spare capacity of `buf` (appending); `Ok(0)` is EOF.

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use super::Shared;
 use super::conn;
-use super::transport::{Epoll, Transport, Uring};
+use super::transport::{Acceptor, EpollListener, Transport, UringListener};
 use crate::config::Config;
 use crate::files::Files;
 use crate::files::cache::{self, FileCache};
@@ -163,43 +163,12 @@ pub(crate) fn run_uring(
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let runtime = tokio_uring::Runtime::new(&tokio_uring::builder())?;
-    runtime.block_on(async move {
-        let worker = Rc::new(Worker::new(shared));
-        let mut accepts = Vec::new();
-        for listener in listeners {
-            // A handle to shut the socket down: an abandoned io_uring accept
-            // keeps the listener open until it completes.
-            let stopper = listener.try_clone();
-            let listener = tokio_uring::net::TcpListener::from_std(listener);
-            let worker = Rc::clone(&worker);
-            let mut shutdown = shutdown.clone();
-            accepts.push(tokio_uring::spawn(async move {
-                loop {
-                    let accepted = tokio::select! {
-                        r = listener.accept() => r,
-                        _ = shutdown.changed() => break,
-                    };
-                    match accepted {
-                        Ok((stream, peer)) => {
-                            let _ = stream.set_nodelay(true);
-                            let io = Uring::new(stream);
-                            let worker = Rc::clone(&worker);
-                            let rx = shutdown.clone();
-                            tokio_uring::spawn(connection(io, peer, worker, rx));
-                        }
-                        Err(e) => accept_backoff(e).await,
-                    }
-                }
-                if let Ok(stopper) = stopper {
-                    let _ = socket2::SockRef::from(&stopper).shutdown(std::net::Shutdown::Both);
-                }
-            }));
-        }
-        for a in accepts {
-            let _ = a.await;
-        }
-        drain(&worker).await;
-    });
+    runtime.block_on(serve_listeners(
+        listeners,
+        shared,
+        shutdown,
+        UringListener::new,
+    ));
     Ok(())
 }
 
@@ -213,43 +182,55 @@ pub(crate) fn run_epoll(
         .enable_all()
         .build()?;
     let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async move {
-        let worker = Rc::new(Worker::new(shared));
-        let mut accepts = Vec::new();
-        for listener in listeners {
-            let listener = match tokio::net::TcpListener::from_std(listener) {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot register a listener with epoll");
-                    continue;
-                }
-            };
-            let worker = Rc::clone(&worker);
-            let mut shutdown = shutdown.clone();
-            accepts.push(tokio::task::spawn_local(async move {
-                loop {
-                    let accepted = tokio::select! {
-                        r = listener.accept() => r,
-                        _ = shutdown.changed() => break,
-                    };
-                    match accepted {
-                        Ok((stream, peer)) => {
-                            let _ = stream.set_nodelay(true);
-                            let worker = Rc::clone(&worker);
-                            let rx = shutdown.clone();
-                            tokio::task::spawn_local(connection(Epoll(stream), peer, worker, rx));
-                        }
-                        Err(e) => accept_backoff(e).await,
-                    }
-                }
-            }));
-        }
-        for a in accepts {
-            let _ = a.await;
-        }
-        drain(&worker).await;
-    });
+    local.block_on(
+        &runtime,
+        serve_listeners(listeners, shared, shutdown, EpollListener::new),
+    );
     Ok(())
+}
+
+/// One accept loop per listener, until shutdown; then the drain. Both
+/// runtimes run tasks on a tokio `LocalSet`, so `spawn_local` serves both.
+async fn serve_listeners<A: Acceptor + 'static>(
+    listeners: Vec<std::net::TcpListener>,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+    wrap: fn(std::net::TcpListener) -> std::io::Result<A>,
+) {
+    let worker = Rc::new(Worker::new(shared));
+    let mut accepts = Vec::new();
+    for listener in listeners {
+        let listener = match wrap(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot set up a listener");
+                continue;
+            }
+        };
+        let worker = Rc::clone(&worker);
+        let mut shutdown = shutdown.clone();
+        accepts.push(tokio::task::spawn_local(async move {
+            loop {
+                let accepted = tokio::select! {
+                    r = listener.accept() => r,
+                    _ = shutdown.changed() => break,
+                };
+                match accepted {
+                    Ok((io, peer)) => {
+                        let worker = Rc::clone(&worker);
+                        let rx = shutdown.clone();
+                        tokio::task::spawn_local(connection(io, peer, worker, rx));
+                    }
+                    Err(e) => accept_backoff(e).await,
+                }
+            }
+            listener.close();
+        }));
+    }
+    for a in accepts {
+        let _ = a.await;
+    }
+    drain(&worker).await;
 }
 
 async fn connection<T: Transport>(
