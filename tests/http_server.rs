@@ -628,3 +628,64 @@ fn sighup_reloads_and_keeps_the_old_config_when_the_new_one_is_bad() {
     let mut c = server.connect();
     assert_eq!(c.get("example.com", "/a.txt").header("connection"), None);
 }
+
+/// Tests that need root: `cargo xtask test` skips them by this module
+/// name when `RELIW_SKIP_PRIVILEGED=1`.
+mod privileged {
+    use super::*;
+
+    /// Sets a sysctl for the test's duration; restores it on drop.
+    struct Sysctl {
+        path: &'static str,
+        old: String,
+    }
+
+    impl Sysctl {
+        fn set(path: &'static str, value: &str) -> Self {
+            let old = std::fs::read_to_string(path).unwrap();
+            std::fs::write(path, value).unwrap();
+            Self { path, old }
+        }
+    }
+
+    impl Drop for Sysctl {
+        fn drop(&mut self) {
+            let _ = std::fs::write(self.path, self.old.trim());
+        }
+    }
+
+    /// With `kernel.io_uring_disabled=1`, only CAP_SYS_ADMIN may set up
+    /// io_uring; reliw started without that capability must notice, say
+    /// so, and serve through epoll. (Other tests run as root with the
+    /// capability, so they are not affected meanwhile.)
+    #[test]
+    fn io_uring_refused_falls_back_to_epoll() {
+        reliw_tests::require_privileges();
+        let site = site();
+        let _restricted = Sysctl::set("/proc/sys/kernel/io_uring_disabled", "1");
+        let server = Server::start_wrapped(
+            &site,
+            json!({}),
+            &[],
+            &[
+                "setpriv",
+                "--bounding-set=-sys_admin",
+                "--inh-caps=-sys_admin",
+            ],
+        );
+        let r = get(server.addr, "example.com", "/a.txt");
+        assert_eq!(r.text(), "host a");
+        let log = server.log();
+        assert!(log.contains("io_uring unavailable; I/O: epoll"), "{log}");
+        // Asking for io_uring outright is an error, not a silent fallback.
+        let out = std::process::Command::new("setpriv")
+            .args(["--bounding-set=-sys_admin", "--inh-caps=-sys_admin"])
+            .arg(reliw_tests::reliw_bin())
+            .args(["serve", "--io", "uring"])
+            .env("RELIW_CONFIG_FILE", site.root.join("config.json"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("io_uring is not available"));
+    }
+}

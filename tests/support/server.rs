@@ -65,7 +65,18 @@ pub struct Server {
 impl Server {
     /// Starts reliw with `config` (a JSON object; `port` 0 and `data_dir`
     /// are filled in) and extra arguments such as `--io epoll`.
-    pub fn start(site: &Site, mut config: serde_json::Value, args: &[&str]) -> Self {
+    pub fn start(site: &Site, config: serde_json::Value, args: &[&str]) -> Self {
+        Self::start_wrapped(site, config, args, &[])
+    }
+
+    /// Like [`Server::start`], with the binary run under `wrapper` (a
+    /// command and its arguments, e.g. `setpriv ...`).
+    pub fn start_wrapped(
+        site: &Site,
+        mut config: serde_json::Value,
+        args: &[&str],
+        wrapper: &[&str],
+    ) -> Self {
         let obj = config.as_object_mut().unwrap();
         obj.entry("port").or_insert(0.into());
         obj.entry("data_dir")
@@ -74,7 +85,15 @@ impl Server {
         let config_path = site.root.join("config.json");
         std::fs::write(&config_path, config.to_string()).unwrap();
         let stderr_path = site.root.join("stderr.log");
-        let mut child = Command::new(reliw_bin())
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(reliw_bin());
+                c
+            }
+            None => Command::new(reliw_bin()),
+        };
+        let mut child = command
             .arg("serve")
             .arg("--config")
             .arg(&config_path)
