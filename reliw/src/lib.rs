@@ -4,6 +4,7 @@
 //! - [`shield`]: the XDP shield from user space (loader, pins, bans, stats).
 //! - [`config`]: the JSON configuration (RELIW's keys and defaults).
 //! - [`http`]: the sans-IO HTTP/1.1 codec.
+//! - [`lua_pattern`]: RELIW's Lua patterns, translated for linear-time matching.
 //! - [`files`]: static files with kernel-enforced confinement, and their cache.
 //! - [`site`]: what a request gets (the site pipeline).
 //! - [`server`]: listeners, workers, connections, signals.
@@ -13,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod files;
 pub mod http;
+pub mod lua_pattern;
 pub mod server;
 pub mod shield;
 pub mod site;
