@@ -6,6 +6,7 @@
 //! - [`http`]: the sans-IO HTTP/1.1 codec.
 //! - [`lua_pattern`]: RELIW's Lua patterns, translated for linear-time matching.
 //! - [`files`]: static files with kernel-enforced confinement, and their cache.
+//! - [`store`]: RELIW site data: the Store trait, Redis and embedded backends.
 //! - [`site`]: what a request gets (the site pipeline).
 //! - [`server`]: listeners, workers, connections, signals.
 //! - [`cli`]: the command line (`reliw serve`, `reliw shield ...`).
@@ -18,3 +19,4 @@ pub mod lua_pattern;
 pub mod server;
 pub mod shield;
 pub mod site;
+pub mod store;

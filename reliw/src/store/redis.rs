@@ -1,0 +1,175 @@
+//! The Redis backend: one lazily connecting `ConnectionManager` per worker
+//! (it reconnects by itself with backoff), and a timeout on every call, so a
+//! Redis that is down or slow turns into [`StoreError::Unavailable`] and a
+//! 503 for the requests that need it, never a stuck or dead worker. When
+//! Redis comes back, the next call succeeds without a restart.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{IntoConnectionInfo, RedisError};
+
+use super::{Store, StoreError};
+use crate::config::RedisConfig;
+
+/// A Redis store for one worker (the connection lives on its runtime).
+#[derive(Clone)]
+pub struct RedisStore {
+    manager: ConnectionManager,
+    timeout: Duration,
+}
+
+impl RedisStore {
+    /// Sets up the connection manager; it connects on first use, so this
+    /// succeeds even while Redis is down. Must run inside a tokio runtime.
+    pub fn new(config: &RedisConfig) -> Result<Self, StoreError> {
+        if config.ssl {
+            return Err(StoreError::Backend(String::from(
+                "redis.ssl is not supported yet; use a local TLS tunnel or disable it",
+            )));
+        }
+        let mut settings = redis::RedisConnectionInfo::default().set_db(i64::from(config.db));
+        if let Some(auth) = &config.auth {
+            if let Some(user) = &auth.user {
+                settings = settings.set_username(user);
+            }
+            if let Some(pass) = &auth.pass {
+                settings = settings.set_password(pass);
+            }
+        }
+        let info = (config.host.as_str(), config.port)
+            .into_connection_info()
+            .map_err(backend)?
+            .set_redis_settings(settings);
+        let client = redis::Client::open(info).map_err(backend)?;
+        let timeout = Duration::from_secs_f64(config.timeout);
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(2));
+        let manager =
+            ConnectionManager::new_lazy_with_config(client, manager_config).map_err(backend)?;
+        Ok(Self { manager, timeout })
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        let mut con = self.manager.clone();
+        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut con)).await {
+            Ok(r) => r.map_err(classify),
+            Err(_) => Err(StoreError::Unavailable(String::from(
+                "redis call timed out",
+            ))),
+        }
+    }
+
+    async fn run_pipe<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, StoreError> {
+        let mut con = self.manager.clone();
+        match tokio::time::timeout(self.timeout, pipe.query_async::<T>(&mut con)).await {
+            Ok(r) => r.map_err(classify),
+            Err(_) => Err(StoreError::Unavailable(String::from(
+                "redis call timed out",
+            ))),
+        }
+    }
+}
+
+fn backend(e: RedisError) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// Connection trouble is `Unavailable` (503, retried later); anything the
+/// server said is `Backend`.
+fn classify(e: RedisError) -> StoreError {
+    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs().max(1)).unwrap_or(i64::MAX)
+}
+
+impl Store for RedisStore {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.run(redis::cmd("GET").arg(key)).await
+    }
+
+    async fn hget(&self, key: &str, field: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.run(redis::cmd("HGET").arg(key).arg(field)).await
+    }
+
+    async fn hgetall(&self, key: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut pairs: Vec<(String, Vec<u8>)> = self.run(redis::cmd("HGETALL").arg(key)).await?;
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(pairs)
+    }
+
+    async fn hset_with_ttl(
+        &self,
+        key: &str,
+        fields: &[(&str, &[u8])],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let mut hset = redis::cmd("HSET");
+        hset.arg(key);
+        for (f, v) in fields {
+            hset.arg(*f).arg(*v);
+        }
+        let mut pipe = redis::pipe();
+        pipe.add_command(hset).ignore();
+        pipe.cmd("EXPIRE").arg(key).arg(secs(ttl)).ignore();
+        self.run_pipe(&pipe).await
+    }
+
+    async fn set_with_ttl(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        self.run(
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("EX")
+                .arg(secs(ttl)),
+        )
+        .await
+    }
+
+    async fn del(&self, key: &str) -> Result<bool, StoreError> {
+        let n: i64 = self.run(redis::cmd("DEL").arg(key)).await?;
+        Ok(n > 0)
+    }
+
+    async fn incr_window(&self, key: &str, window: Duration) -> Result<i64, StoreError> {
+        // EXPIRE ... NX sets the window only when the counter has none, so
+        // the pipeline is one round trip and a lost EXPIRE heals itself.
+        let mut pipe = redis::pipe();
+        pipe.cmd("INCR").arg(key);
+        pipe.cmd("EXPIRE")
+            .arg(key)
+            .arg(secs(window))
+            .arg("NX")
+            .ignore();
+        let (n,): (i64,) = self.run_pipe(&pipe).await?;
+        Ok(n)
+    }
+
+    async fn hincr_batch(&self, increments: &[(String, String, i64)]) -> Result<(), StoreError> {
+        if increments.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (key, field, by) in increments {
+            pipe.cmd("HINCRBY").arg(key).arg(field).arg(*by).ignore();
+        }
+        self.run_pipe(&pipe).await
+    }
+
+    async fn publish(&self, channel: &str, message: &[u8]) -> Result<i64, StoreError> {
+        self.run(redis::cmd("PUBLISH").arg(channel).arg(message))
+            .await
+    }
+}
