@@ -3,6 +3,8 @@
 //! and range); the Redis-backed steps (WAF, proxy, routes, auth, rate limit)
 //! slot in between validation and content.
 
+pub mod routes;
+
 use bytes::Bytes;
 
 use std::rc::Rc;
