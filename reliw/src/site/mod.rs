@@ -3,6 +3,7 @@
 //! and range); the Redis-backed steps (WAF, proxy, routes, auth, rate limit)
 //! slot in between validation and content.
 
+pub mod meta;
 pub mod routes;
 
 use bytes::Bytes;
