@@ -5,6 +5,7 @@
 //! - [`config`]: the JSON configuration (RELIW's keys and defaults).
 //! - [`http`]: the sans-IO HTTP/1.1 codec.
 //! - [`lua_pattern`]: RELIW's Lua patterns, translated for linear-time matching.
+//! - [`render`]: markdown and djot to HTML, logic-less page templates.
 //! - [`files`]: static files with kernel-enforced confinement, and their cache.
 //! - [`store`]: RELIW site data: the Store trait, Redis and embedded backends.
 //! - [`site`]: what a request gets (the site pipeline).
@@ -16,6 +17,7 @@ pub mod config;
 pub mod files;
 pub mod http;
 pub mod lua_pattern;
+pub mod render;
 pub mod server;
 pub mod shield;
 pub mod site;
