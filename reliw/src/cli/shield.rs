@@ -462,6 +462,6 @@ fn attach(
         }
     }
     drop(shield);
-    log::info!("shield detached");
+    tracing::info!("shield detached");
     Ok(())
 }

@@ -183,9 +183,4 @@ impl FileCache {
             self.order.retain(|k| k != key);
         }
     }
-
-    /// Bytes held in memory and descriptors held open.
-    pub fn usage(&self) -> (u64, usize) {
-        (self.bytes, self.fds)
-    }
 }

@@ -73,6 +73,11 @@ async fn drive<T: Transport>(
     mut shutdown: watch::Receiver<bool>,
 ) -> End {
     let config = worker.config();
+    let who = Who {
+        worker: &worker,
+        config: &config,
+        peer,
+    };
     let limits = Limits {
         line: config.request_line_limit,
         head: config.request_head_limit,
@@ -89,7 +94,7 @@ async fn drive<T: Transport>(
                 Err(Stop::Error(status, reason)) => {
                     tracing::debug!(%peer, reason, "bad request head");
                     let resp = Response::error(status);
-                    write_response(io, resp, &worker, peer, None, true, served).await;
+                    write_response(io, resp, &who, None, true, served).await;
                     return End::Linger;
                 }
             };
@@ -104,7 +109,7 @@ async fn drive<T: Transport>(
                 tracing::debug!(%peer, reason, "bad request body");
                 let resp = Response::error(status);
                 let request = Some((&head, started));
-                write_response(io, resp, &worker, peer, request, true, served).await;
+                write_response(io, resp, &who, request, true, served).await;
                 return End::Linger;
             }
         };
@@ -113,16 +118,7 @@ async fn drive<T: Transport>(
         let resp = worker.handle(&head, peer, sink);
         let cap = config.max_requests_per_connection;
         let close = !head.keep_alive || *shutdown.borrow() || (cap > 0 && served >= cap);
-        let ok = write_response(
-            io,
-            resp,
-            &worker,
-            peer,
-            Some((&head, started)),
-            close,
-            served,
-        )
-        .await;
+        let ok = write_response(io, resp, &who, Some((&head, started)), close, served).await;
         if !ok {
             return End::Close;
         }
@@ -266,16 +262,29 @@ async fn read_until<T: Transport>(
     }
 }
 
+/// Who a response is for: the worker, the config this connection started
+/// with, and the peer (for the access log).
+#[derive(Clone, Copy)]
+struct Who<'a> {
+    worker: &'a Worker,
+    config: &'a crate::config::Config,
+    peer: SocketAddr,
+}
+
 /// Writes a response and its access-log line; `false` if the write failed.
 async fn write_response<T: Transport>(
     io: &mut T,
     resp: Response,
-    worker: &Worker,
-    peer: SocketAddr,
+    who: &Who<'_>,
     request: Option<(&crate::http::RequestHead, Instant)>,
     close: bool,
     served: u64,
 ) -> bool {
+    let Who {
+        worker,
+        config,
+        peer,
+    } = *who;
     let Response { mut head, body } = resp;
     head.close = close || head.close;
     if let Some((req, _)) = request
@@ -305,6 +314,6 @@ async fn write_response<T: Transport>(
     if let Err(e) = &result {
         tracing::debug!(%peer, error = %e, "write failed");
     }
-    worker.access_log(request, peer, status, bytes, served);
+    worker.access_log(config, request, peer, status, bytes, served);
     result.is_ok()
 }

@@ -82,6 +82,7 @@ impl Worker {
     /// One access-log line (target `access`).
     pub(crate) fn access_log(
         &self,
+        config: &Config,
         request: Option<(&RequestHead, Instant)>,
         peer: SocketAddr,
         status: Status,
@@ -91,7 +92,6 @@ impl Worker {
         if !tracing::enabled!(target: "access", tracing::Level::INFO) {
             return;
         }
-        let config = self.shared.config();
         let (vhost, method, path, forwarded_for, duration, headers) = match request {
             Some((req, started)) => {
                 let mut headers = String::new();

@@ -60,8 +60,8 @@ fn sweep(maps: &Mutex<ShieldMaps>) {
     let mut maps = maps.lock().unwrap_or_else(|p| p.into_inner());
     match maps.sweep_expired() {
         Ok(0) => {}
-        Ok(n) => log::debug!("shield: removed {n} expired bans"),
-        Err(e) => log::warn!("shield: sweeping expired bans failed: {e}"),
+        Ok(n) => tracing::debug!("shield: removed {n} expired bans"),
+        Err(e) => tracing::warn!("shield: sweeping expired bans failed: {e}"),
     }
 }
 

@@ -71,7 +71,7 @@ pub(crate) fn ensure_pin_dir(dir: &Path) -> Result<(), ShieldError> {
             path: mount.to_owned(),
             source: errno.into(),
         })?;
-        log::info!("mounted bpffs on {BPF_FS_MOUNT}");
+        tracing::info!("mounted bpffs on {BPF_FS_MOUNT}");
     }
     std::fs::create_dir_all(dir).map_err(|source| ShieldError::Io {
         what: "creating",
@@ -202,7 +202,7 @@ pub(crate) fn attach(
             // Occupied is occupied in every mode; say so instead of retrying.
             Err(busy @ ShieldError::Attach { busy: true, .. }) => Err(busy),
             Err(native) => {
-                log::info!("{native}; falling back to generic (skb) mode");
+                tracing::info!("{native}; falling back to generic (skb) mode");
                 try_mode(AttachMode::Skb)
             }
         },

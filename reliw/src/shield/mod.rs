@@ -190,7 +190,7 @@ impl Shield {
         let mut attachments = Vec::new();
         for iface in &options.interfaces {
             let attachment = loader::attach(&mut ebpf, iface, options.mode)?;
-            log::info!("shield attached to {iface} in {} mode", attachment.mode);
+            tracing::info!("shield attached to {iface} in {} mode", attachment.mode);
             attachments.push(attachment);
         }
         let maps = Arc::new(Mutex::new(maps));
@@ -218,7 +218,7 @@ impl Shield {
         match Self::start(options) {
             Ok(shield) => shield,
             Err(e) => {
-                log::warn!("XDP shield disabled, bans will not be enforced in the kernel: {e}");
+                tracing::warn!("XDP shield disabled, bans will not be enforced in the kernel: {e}");
                 Self::disabled()
             }
         }
