@@ -100,8 +100,12 @@ pub struct Config {
     /// Seconds in-flight requests get to finish on SIGTERM/SIGINT.
     pub shutdown_grace: u64,
     pub shield: ShieldSection,
-    /// Site store settings (used by the site layer).
-    pub store: Option<Value>,
+    /// Where site data (routes, metadata, users, ...) comes from.
+    pub store: StoreSection,
+    /// How long routes, metadata, WAF rules, proxy configs and templates
+    /// are served from the in-process cache before they are re-read
+    /// (a message on `P:CTL` drops them at once).
+    pub site_cache_ttl_ms: u64,
 }
 
 impl Default for Config {
@@ -139,7 +143,8 @@ impl Default for Config {
             requests_per_fork: None,
             shutdown_grace: 10,
             shield: ShieldSection::default(),
-            store: None,
+            store: StoreSection::default(),
+            site_cache_ttl_ms: 1000,
         }
     }
 }
@@ -188,6 +193,30 @@ pub struct MetricsConfig {
     pub disabled: bool,
     pub scan_count: u32,
     pub scan_limit: u32,
+    /// How often in-process request counters are flushed to the store.
+    pub flush_ms: u64,
+}
+
+/// The site store backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// Redis, as RELIW (the default: a RELIW config works unchanged).
+    #[default]
+    Redis,
+    /// The embedded store, loaded from `store.site_file`.
+    Memory,
+    /// No site data: `data_dir/<host>/<path>` is served as it is, GET and
+    /// HEAD only (a plain static server).
+    Static,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct StoreSection {
+    pub backend: StoreBackend,
+    /// The site file of the memory backend (a JSON object of RELIW keys).
+    pub site_file: Option<PathBuf>,
 }
 
 impl Default for MetricsConfig {
@@ -198,6 +227,7 @@ impl Default for MetricsConfig {
             disabled: false,
             scan_count: 100,
             scan_limit: 2000,
+            flush_ms: 1000,
         }
     }
 }
@@ -274,9 +304,18 @@ const TOP_KEYS: &[&str] = &[
     "shutdown_grace",
     "shield",
     "store",
+    "site_cache_ttl_ms",
 ];
 const REDIS_KEYS: &[&str] = &["host", "port", "db", "prefix", "timeout", "ssl", "auth"];
-const METRICS_KEYS: &[&str] = &["ip", "port", "disabled", "scan_count", "scan_limit"];
+const METRICS_KEYS: &[&str] = &[
+    "ip",
+    "port",
+    "disabled",
+    "scan_count",
+    "scan_limit",
+    "flush_ms",
+];
+const STORE_KEYS: &[&str] = &["backend", "site_file"];
 const SHIELD_KEYS: &[&str] = &["interfaces", "mode", "dry_run", "ban_seconds", "pin_root"];
 const SSL_KEYS: &[&str] = &["default", "hosts"];
 
@@ -334,6 +373,7 @@ impl Config {
             ("metrics", METRICS_KEYS),
             ("shield", SHIELD_KEYS),
             ("ssl", SSL_KEYS),
+            ("store", STORE_KEYS),
         ] {
             if let Some(Value::Object(obj)) = top.get(section) {
                 check_keys(section, obj, keys, &mut warnings)?;
@@ -421,6 +461,30 @@ impl Config {
             return Err(invalid("shield.mode", "must be skb, drv or auto"));
         }
         positive("shield.ban_seconds", self.shield.ban_seconds)?;
+        if !(10..=3_600_000).contains(&self.metrics.flush_ms) {
+            return Err(invalid(
+                "metrics.flush_ms",
+                "must be between 10 and 3600000",
+            ));
+        }
+        if self.site_cache_ttl_ms > 3_600_000 {
+            return Err(invalid("site_cache_ttl_ms", "must be at most 3600000"));
+        }
+        match (&self.store.backend, &self.store.site_file) {
+            (StoreBackend::Memory, None) => {
+                return Err(invalid(
+                    "store.site_file",
+                    "the memory backend needs a site file",
+                ));
+            }
+            (StoreBackend::Memory, Some(path)) if !path.is_file() => {
+                return Err(invalid(
+                    "store.site_file",
+                    format!("{} does not exist or is not a file", path.display()),
+                ));
+            }
+            _ => {}
+        }
         if let Some(ssl) = &self.ssl {
             let pairs = std::iter::once((String::from("ssl.default"), &ssl.default)).chain(
                 ssl.hosts

@@ -59,6 +59,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// Every address printed at start (IPv4, then IPv6 if configured).
     pub addrs: Vec<SocketAddr>,
+    /// The metrics listener, unless disabled.
+    pub metrics: Option<SocketAddr>,
     stderr_path: PathBuf,
 }
 
@@ -82,6 +84,20 @@ impl Server {
         obj.entry("data_dir")
             .or_insert(site.www().to_str().unwrap().into());
         obj.entry("workers").or_insert(1.into());
+        // Plain static serving unless the test sets up a store; the
+        // metrics listener on a free port unless the test says otherwise.
+        obj.entry("store")
+            .or_insert(serde_json::json!({"backend": "static"}));
+        let metrics = obj
+            .entry("metrics")
+            .or_insert(serde_json::json!({}))
+            .as_object_mut()
+            .unwrap();
+        metrics.entry("port").or_insert(0.into());
+        let metrics_on = !metrics
+            .get("disabled")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
         let config_path = site.root.join("config.json");
         std::fs::write(&config_path, config.to_string()).unwrap();
         let stderr_path = site.root.join("stderr.log");
@@ -111,11 +127,16 @@ impl Server {
         };
         let mut reader = BufReader::new(child.stdout.take().unwrap());
         let mut addrs = Vec::new();
-        for _ in 0..expected {
+        let mut metrics_addr = None;
+        while addrs.len() < expected || (metrics_on && metrics_addr.is_none()) {
             let mut line = String::new();
             reader.read_line(&mut line).unwrap();
+            let line = line.trim();
+            if let Some(rest) = line.strip_prefix("metrics on http://") {
+                metrics_addr = rest.strip_suffix("/metrics").and_then(|a| a.parse().ok());
+                continue;
+            }
             let addr: SocketAddr = line
-                .trim()
                 .strip_prefix("listening on http://")
                 .unwrap_or_else(|| {
                     panic!(
@@ -131,6 +152,7 @@ impl Server {
             child: Some(child),
             addr: addrs[0],
             addrs,
+            metrics: metrics_addr,
             stderr_path,
         }
     }

@@ -84,6 +84,8 @@ fn start_reliw(
             "backlog": 4096,
             "cache_max_size": 16 << 20,
             "sendfile_min_size": sendfile_min,
+            "store": {"backend": "static"},
+            "metrics": {"disabled": true},
         })
         .to_string(),
     )?;

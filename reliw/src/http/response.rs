@@ -12,7 +12,10 @@ impl Status {
     pub const OK: Self = Self(200);
     pub const PARTIAL_CONTENT: Self = Self(206);
     pub const MOVED_PERMANENTLY: Self = Self(301);
+    pub const FOUND: Self = Self(302);
+    pub const SEE_OTHER: Self = Self(303);
     pub const NOT_MODIFIED: Self = Self(304);
+    pub const UNAUTHORIZED: Self = Self(401);
     pub const BAD_REQUEST: Self = Self(400);
     pub const FORBIDDEN: Self = Self(403);
     pub const NOT_FOUND: Self = Self(404);
@@ -22,10 +25,13 @@ impl Status {
     pub const URI_TOO_LONG: Self = Self(414);
     pub const RANGE_NOT_SATISFIABLE: Self = Self(416);
     pub const EXPECTATION_FAILED: Self = Self(417);
+    pub const TOO_MANY_REQUESTS: Self = Self(429);
     pub const HEADER_FIELDS_TOO_LARGE: Self = Self(431);
     pub const INTERNAL_SERVER_ERROR: Self = Self(500);
     pub const NOT_IMPLEMENTED: Self = Self(501);
+    pub const BAD_GATEWAY: Self = Self(502);
     pub const SERVICE_UNAVAILABLE: Self = Self(503);
+    pub const GATEWAY_TIMEOUT: Self = Self(504);
     pub const VERSION_NOT_SUPPORTED: Self = Self(505);
 
     pub const fn code(self) -> u16 {
@@ -38,7 +44,10 @@ impl Status {
             200 => "OK",
             206 => "Partial Content",
             301 => "Moved Permanently",
+            302 => "Found",
+            303 => "See Other",
             304 => "Not Modified",
+            401 => "Unauthorized",
             400 => "Bad Request",
             403 => "Forbidden",
             404 => "Not Found",
@@ -48,10 +57,13 @@ impl Status {
             414 => "URI Too Long",
             416 => "Range Not Satisfiable",
             417 => "Expectation Failed",
+            429 => "Too Many Requests",
             431 => "Request Header Fields Too Large",
             500 => "Internal Server Error",
             501 => "Not Implemented",
+            502 => "Bad Gateway",
             503 => "Service Unavailable",
+            504 => "Gateway Timeout",
             505 => "HTTP Version Not Supported",
             _ => "Unknown",
         }

@@ -115,7 +115,7 @@ async fn drive<T: Transport>(
         };
 
         // 3. The response.
-        let resp = worker.handle(&head, peer, sink);
+        let resp = worker.handle(&head, peer, sink, &config).await;
         let cap = config.max_requests_per_connection;
         let close = !head.keep_alive || *shutdown.borrow() || (cap > 0 && served >= cap);
         let ok = write_response(io, resp, &who, Some((&head, started)), close, served).await;

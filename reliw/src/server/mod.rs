@@ -31,7 +31,10 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::metrics::NodeMetrics;
 use crate::shield::{Shield, ShieldOptions};
+use crate::site::control::{self, Control};
+use crate::store::StoreSpec;
 
 /// Which I/O runtime the workers use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +69,9 @@ pub enum ServerError {
     /// io_uring was demanded (`--io uring`) but is not available.
     #[error("io_uring is not available here: {0}")]
     NoUring(std::io::Error),
+    /// The memory store's site file could not be loaded.
+    #[error("{0}")]
+    SiteFile(#[from] crate::store::memory::SiteFileError),
     /// Threads or signal handlers could not be set up.
     #[error("{what}: {source}")]
     Setup {
@@ -79,6 +85,11 @@ pub(crate) struct Shared {
     config: RwLock<Arc<Config>>,
     connections: AtomicUsize,
     full_logged_at: AtomicU64,
+    /// The site store every worker opens a handle to.
+    pub(crate) store: StoreSpec,
+    /// Invalidations of the workers' site caches.
+    pub(crate) control: Arc<Control>,
+    pub(crate) node: Arc<NodeMetrics>,
 }
 
 impl Shared {
@@ -134,6 +145,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, io: IoMode) -> Result<(
     let mut signals = signals;
     let io = resolve_io_mode(io)?;
     let workers = config.workers;
+    let store = StoreSpec::from_config(&config)?;
 
     // Listeners first: a port in use fails start-up before anything else.
     let mut per_worker: Vec<Vec<std::net::TcpListener>> =
@@ -165,10 +177,32 @@ pub fn run(config: Config, config_path: Option<PathBuf>, io: IoMode) -> Result<(
         })
     };
 
+    let node = Arc::new(NodeMetrics::new(shield.maps_handle()));
+    if !config.metrics.disabled {
+        let addr = crate::metrics::listener::spawn(
+            &config.metrics,
+            store.clone(),
+            config.redis.prefix.clone(),
+            Arc::clone(&node),
+        )
+        .map_err(|source| ServerError::Setup {
+            what: "starting the metrics listener",
+            source,
+        })?;
+        let _ = writeln!(std::io::stdout(), "metrics on http://{addr}/metrics");
+    }
+    let control = Arc::new(Control::new());
+    if let StoreSpec::Redis(redis) = &store {
+        subscribe_control(redis, Arc::clone(&control))?;
+    }
+
     let shared = Arc::new(Shared {
         config: RwLock::new(Arc::new(config)),
         connections: AtomicUsize::new(0),
         full_logged_at: AtomicU64::new(0),
+        store,
+        control,
+        node,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut threads = Vec::with_capacity(workers);
@@ -236,7 +270,53 @@ fn resolve_io_mode(io: IoMode) -> Result<IoMode, ServerError> {
     }
 }
 
+/// Follows `P:CTL`; after any gap in the subscription the caches are
+/// dropped, since messages sent meanwhile were missed.
+fn subscribe_control(
+    redis: &crate::config::RedisConfig,
+    control: Arc<Control>,
+) -> Result<(), ServerError> {
+    let channel = crate::store::Keys::new(&redis.prefix).ctl();
+    crate::store::subscriber::spawn(redis.clone(), vec![channel], move |event| match event {
+        crate::store::subscriber::Event::Subscribed => control.invalidate(control::Scope::All),
+        crate::store::subscriber::Event::Message { channel, payload } => {
+            match control::parse_message(payload) {
+                Ok(scope) => {
+                    tracing::info!(channel, ?scope, "control: dropping cached site data");
+                    control.invalidate(scope);
+                }
+                Err(e) => tracing::warn!(
+                    channel,
+                    message = %String::from_utf8_lossy(payload),
+                    "control: ignored message: {e}"
+                ),
+            }
+        }
+    })
+    .map_err(|source| ServerError::Setup {
+        what: "starting the control channel subscriber",
+        source,
+    })
+}
+
+/// SIGHUP: the config file, then the memory store's site file.
 fn reload(shared: &Shared, path: Option<&std::path::Path>) {
+    reload_config(shared, path);
+    if let StoreSpec::Memory(store) = &shared.store {
+        let config = shared.config();
+        if let Some(file) = &config.store.site_file {
+            match store.reload(file, &config.redis.prefix) {
+                Ok(()) => {
+                    shared.control.invalidate(control::Scope::All);
+                    tracing::info!(path = %file.display(), "SIGHUP: site file reloaded");
+                }
+                Err(e) => tracing::error!("SIGHUP: keeping the old site data: {e}"),
+            }
+        }
+    }
+}
+
+fn reload_config(shared: &Shared, path: Option<&std::path::Path>) {
     let Some(path) = path else {
         tracing::warn!("SIGHUP: no config file to reload (running on defaults)");
         return;

@@ -2,7 +2,7 @@
 //! its own SO_REUSEPORT listeners, its own file cache. Nothing here is
 //! shared with other workers except [`Shared`] (config, connection count).
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -15,16 +15,15 @@ use super::Shared;
 use super::conn;
 use super::transport::{Acceptor, EpollListener, Transport, UringListener};
 use crate::config::Config;
-use crate::files::Files;
 use crate::files::cache::{self, FileCache};
 use crate::http::{RequestHead, Status};
-use crate::site::{self, Response};
+use crate::site::{Response, Site};
+use crate::store::Store as _;
 
 /// Per-worker state, shared by the connections of this worker only.
 pub(crate) struct Worker {
     shared: Arc<Shared>,
-    files: RefCell<Files>,
-    cache: RefCell<FileCache>,
+    site: Site,
     /// Open connections of this worker (for the shutdown drain).
     active: Cell<usize>,
 }
@@ -52,11 +51,48 @@ impl Worker {
             sendfile_min: config.sendfile_min_size,
             revalidate: Duration::from_millis(config.cache_revalidate_ms),
         };
+        let store = shared.store.open().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "store unusable; every routed request gets 503");
+            None
+        });
+        let site = Site::new(
+            store,
+            &config,
+            Arc::clone(&shared.control),
+            Arc::clone(&shared.node),
+            FileCache::new(limits),
+        );
         Self {
-            files: RefCell::new(Files::new(config.data_dir.clone())),
-            cache: RefCell::new(FileCache::new(limits)),
+            site,
             active: Cell::new(0),
             shared,
+        }
+    }
+
+    /// Sends this worker's pending request counters to the store (one
+    /// pipeline); on failure they are kept for the next flush.
+    async fn flush_counts(&self) {
+        let Some(store) = self.site.store() else {
+            return;
+        };
+        let batch = self.site.counts.borrow_mut().take();
+        let dropped = std::mem::take(&mut self.site.counts.borrow_mut().dropped);
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "request counters over the per-flush bound were not counted"
+            );
+        }
+        if batch.is_empty() {
+            return;
+        }
+        match store.hincr_batch(&batch).await {
+            Ok(values) => self.site.counts.borrow_mut().learn(&batch, &values),
+            Err(e) => {
+                self.shared.node.store_errors.inc();
+                tracing::debug!(error = %e, "metrics flush failed; keeping the counts");
+                self.site.counts.borrow_mut().restore(batch);
+            }
         }
     }
 
@@ -68,15 +104,14 @@ impl Worker {
         BodySink { bytes: 0 }
     }
 
-    pub(crate) fn handle(
+    pub(crate) async fn handle(
         &self,
         head: &RequestHead,
         _peer: SocketAddr,
         _body: BodySink,
+        config: &Config,
     ) -> Response {
-        let mut files = self.files.borrow_mut();
-        let mut cache = self.cache.borrow_mut();
-        site::serve_static(head, &mut files, &mut cache)
+        self.site.handle(head, config).await
     }
 
     /// One access-log line (target `access`).
@@ -89,6 +124,12 @@ impl Worker {
         bytes: u64,
         served: u64,
     ) {
+        let node = &self.shared.node;
+        node.bytes_sent.inc_by(bytes);
+        if let Some((_, started)) = request {
+            node.request_duration
+                .observe(started.elapsed().as_secs_f64());
+        }
         if !tracing::enabled!(target: "access", tracing::Level::INFO) {
             return;
         }
@@ -142,6 +183,7 @@ struct Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.worker.active.set(self.worker.active.get() - 1);
+        self.worker.shared.node.connections_open.dec();
         self.worker.shared.release();
     }
 }
@@ -151,6 +193,7 @@ fn admit(worker: &Rc<Worker>) -> Option<Slot> {
         return None;
     }
     worker.active.set(worker.active.get() + 1);
+    worker.shared.node.connections_open.inc();
     Some(Slot {
         worker: Rc::clone(worker),
     })
@@ -198,6 +241,19 @@ async fn serve_listeners<A: Acceptor + 'static>(
     wrap: fn(std::net::TcpListener) -> std::io::Result<A>,
 ) {
     let worker = Rc::new(Worker::new(shared));
+    let flusher = {
+        let worker = Rc::clone(&worker);
+        let mut shutdown = shutdown.clone();
+        tokio::task::spawn_local(async move {
+            loop {
+                let every = Duration::from_millis(worker.config().metrics.flush_ms);
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => worker.flush_counts().await,
+                    _ = shutdown.changed() => break,
+                }
+            }
+        })
+    };
     let mut accepts = Vec::new();
     for listener in listeners {
         let listener = match wrap(listener) {
@@ -231,6 +287,9 @@ async fn serve_listeners<A: Acceptor + 'static>(
         let _ = a.await;
     }
     drain(&worker).await;
+    let _ = flusher.await;
+    // What the last requests counted.
+    worker.flush_counts().await;
 }
 
 async fn connection<T: Transport>(

@@ -329,6 +329,11 @@ impl Shield {
         Ok(Some((result.return_value, result.duration)))
     }
 
+    /// The map handle, for readers on other threads (the metrics listener).
+    pub fn maps_handle(&self) -> Option<Arc<Mutex<ShieldMaps>>> {
+        self.active.as_ref().map(|a| Arc::clone(&a.maps))
+    }
+
     /// Packet counters; zero when disabled.
     pub fn stats(&self) -> Result<Stats, ShieldError> {
         self.maps().map_or(Ok(Stats::default()), |m| m.stats())

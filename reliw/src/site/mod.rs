@@ -1,20 +1,49 @@
-//! What a request gets: the site pipeline. For now the static-file part of
-//! RELIW's order (validate host and path → method → content → conditional
-//! and range); the Redis-backed steps (WAF, proxy, routes, auth, rate limit)
-//! slot in between validation and content.
+//! What a request gets: the site pipeline, in RELIW's order.
+//!
+//! validate host and path (400) → WAF (403) → proxy (`P:PROXY:<host>`;
+//! 502 until the proxy lands) → route (`P:API:<host>`; 404) → metadata
+//! (500 when missing or invalid) → auth → methods (405 with `Allow`) →
+//! rate limit → content (file, index, try_extensions, gsub, `FILES`,
+//! rendering) → ETag/304 → metrics.
+//!
+//! Site data comes from the [`crate::store`] through the per-worker
+//! [`cache::SiteCache`], so a cached GET makes no round trip. A store that
+//! cannot be reached makes the requests that need it 503, except where a
+//! cached copy exists (then that copy is served). With the `static`
+//! backend the whole pipeline is plain static serving of `data_dir`.
 
+pub mod cache;
+pub mod content;
+pub mod control;
 pub mod meta;
+pub mod page;
 pub mod routes;
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::hash::Hash;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use std::rc::Rc;
-
+use self::cache::{EntryState, HostKey, Lookup, Page, SiteCache, TtlMap};
+use self::content::{Blob, Name};
+use self::control::Control;
+use self::meta::{Auth, EntryMeta};
+use self::routes::Routes;
+use crate::config::Config;
 use crate::files::cache::{Content, FileCache};
-use crate::files::respond::{BodyPlan, plan};
+use crate::files::respond::{BodyPlan, DEFAULT_CACHE_CONTROL, plan};
 use crate::files::validate::{normalise_host, relative_path};
 use crate::files::{FileError, Files};
 use crate::http::{Method, RequestHead, ResponseHead, Status};
+use crate::metrics::NodeMetrics;
+use crate::metrics::counts::RequestCounts;
+use crate::render::Template;
+use crate::store::{Backend, Keys, Store, StoreError};
+use crate::waf::RuleSet;
 
 /// A response body.
 pub enum Body {
@@ -38,12 +67,16 @@ impl Response {
     /// A short plain-text error page (no body for HEAD is handled by the caller).
     pub fn error(status: Status) -> Self {
         let text = format!("{} {}\n", status.code(), status.reason());
-        let mut head =
-            ResponseHead::new(status).header("Content-Type", "text/plain; charset=utf-8");
-        head.content_length = text.len() as u64;
+        Self::bytes(status, "text/plain; charset=utf-8", Bytes::from(text))
+    }
+
+    /// A response with a body in memory.
+    pub fn bytes(status: Status, content_type: &str, body: Bytes) -> Self {
+        let mut head = ResponseHead::new(status).header("Content-Type", content_type);
+        head.content_length = body.len() as u64;
         Self {
             head,
-            body: Body::Bytes(Bytes::from(text)),
+            body: Body::Bytes(body),
         }
     }
 
@@ -54,7 +87,7 @@ impl Response {
     }
 }
 
-/// Serves static files for GET and HEAD.
+/// Serves static files for GET and HEAD (the `static` backend).
 pub fn serve_static(req: &RequestHead, files: &mut Files, cache: &mut FileCache) -> Response {
     let response = static_response(req, files, cache);
     if req.method == Method::Head {
@@ -64,14 +97,18 @@ pub fn serve_static(req: &RequestHead, files: &mut Files, cache: &mut FileCache)
     }
 }
 
+/// The host a request is for, normalised; HTTP/1.0 without `Host` gets the
+/// fallback site. `None`: invalid.
+fn request_host(req: &RequestHead) -> Option<String> {
+    match req.host.as_deref() {
+        None => Some(crate::files::FALLBACK_HOST.to_owned()),
+        Some(raw) => normalise_host(raw),
+    }
+}
+
 fn static_response(req: &RequestHead, files: &mut Files, cache: &mut FileCache) -> Response {
-    // HTTP/1.0 may omit Host: such requests get the fallback site.
-    let host = match req.host.as_deref() {
-        None => crate::files::FALLBACK_HOST.to_owned(),
-        Some(raw) => match normalise_host(raw) {
-            Some(h) => h,
-            None => return Response::error(Status::BAD_REQUEST),
-        },
+    let Some(host) = request_host(req) else {
+        return Response::error(Status::BAD_REQUEST);
     };
     let rel = match relative_path(req.path()) {
         Ok(rel) => rel,
@@ -85,9 +122,28 @@ fn static_response(req: &RequestHead, files: &mut Files, cache: &mut FileCache) 
         r.head.headers.push(("Allow", String::from("GET, HEAD")));
         return r;
     }
-    match cache.get(files, &host, &rel) {
+    file_response(req, files, cache, &host, &rel, None)
+}
+
+/// A file from disk through the file cache (sendfile, ranges, validators).
+fn file_response(
+    req: &RequestHead,
+    files: &mut Files,
+    cache: &mut FileCache,
+    host: &str,
+    rel: &[u8],
+    cache_control: Option<&str>,
+) -> Response {
+    match cache.get(files, host, rel) {
         Ok(entry) => {
-            let p = plan(req, &entry.meta, &entry.etag, &entry.content_type);
+            let mut p = plan(req, &entry.meta, &entry.etag, &entry.content_type);
+            if let Some(cc) = cache_control {
+                for (name, value) in &mut p.head.headers {
+                    if *name == "Cache-Control" {
+                        *value = cc.to_owned();
+                    }
+                }
+            }
             let body = match (p.body, &entry.content) {
                 (BodyPlan::Empty, _) => Body::Empty,
                 (BodyPlan::Range { start, len }, Content::Bytes(data)) => {
@@ -108,4 +164,771 @@ fn static_response(req: &RequestHead, files: &mut Files, cache: &mut FileCache) 
             Response::error(Status::INTERNAL_SERVER_ERROR)
         }
     }
+}
+
+/// How long `FILES` records live in the store (RELIW's hour).
+const FILES_TTL: Duration = Duration::from_secs(3600);
+
+/// Logs at most once a second (store outages would otherwise log per request).
+struct Throttle(Cell<Option<Instant>>);
+
+impl Throttle {
+    fn ready(&self) -> bool {
+        let now = Instant::now();
+        if self
+            .0
+            .get()
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return false;
+        }
+        self.0.set(Some(now));
+        true
+    }
+}
+
+/// The site of one worker: its store handle, caches and counters.
+pub struct Site {
+    store: Option<Backend>,
+    keys: Keys,
+    control: Arc<Control>,
+    node: Arc<NodeMetrics>,
+    cache: RefCell<SiteCache>,
+    files: RefCell<Files>,
+    file_cache: RefCell<FileCache>,
+    pub counts: RefCell<RequestCounts>,
+    store_log: Throttle,
+}
+
+/// Where a request stands after routing, for metrics and error pages.
+struct Ctx<'a> {
+    req: &'a RequestHead,
+    config: &'a Config,
+    host: String,
+    path: &'a str,
+    /// Set once a route matched (RELIW counts route-less 404s apart).
+    routed: bool,
+    meta: Option<Rc<EntryMeta>>,
+}
+
+impl Site {
+    pub fn new(
+        store: Option<Backend>,
+        config: &Config,
+        control: Arc<Control>,
+        node: Arc<NodeMetrics>,
+        file_cache: FileCache,
+    ) -> Self {
+        let workers = config.workers.max(1) as u64;
+        let keys = Keys::new(&config.redis.prefix);
+        Self {
+            store,
+            cache: RefCell::new(SiteCache::new(
+                Duration::from_millis(config.site_cache_ttl_ms),
+                config.cache_total_size / workers,
+            )),
+            files: RefCell::new(Files::new(config.data_dir.clone())),
+            file_cache: RefCell::new(file_cache),
+            counts: RefCell::new(RequestCounts::new(keys.clone())),
+            keys,
+            control,
+            node,
+            store_log: Throttle(Cell::new(None)),
+        }
+    }
+
+    pub fn store(&self) -> Option<&Backend> {
+        self.store.as_ref()
+    }
+
+    /// The response to `req`.
+    pub async fn handle(&self, req: &RequestHead, config: &Config) -> Response {
+        let response = match &self.store {
+            None => {
+                let mut files = self.files.borrow_mut();
+                let mut cache = self.file_cache.borrow_mut();
+                static_response(req, &mut files, &mut cache)
+            }
+            Some(store) => self.pipeline(store, req, config).await,
+        };
+        if req.method == Method::Head {
+            response.without_body()
+        } else {
+            response
+        }
+    }
+
+    async fn pipeline(&self, store: &Backend, req: &RequestHead, config: &Config) -> Response {
+        // 1. Host and path.
+        let Some(host) = request_host(req) else {
+            tracing::debug!(host = req.host.as_deref(), "invalid host");
+            return Response::error(Status::BAD_REQUEST);
+        };
+        let path = req.path();
+        if let Err(e) = relative_path(path) {
+            tracing::debug!(host, path, reason = e.0, "bad path");
+            return Response::error(Status::BAD_REQUEST);
+        }
+        self.cache.borrow_mut().sync(&self.control);
+        let mut ctx = Ctx {
+            req,
+            config,
+            host,
+            path,
+            routed: false,
+            meta: None,
+        };
+
+        // 2. WAF. Rules that cannot be read fail open (logged): a store
+        // outage must not turn into a site outage for cached pages.
+        match self.waf_rules(store, &ctx.host).await {
+            Ok(sets) => {
+                if let Some(hit) = crate::waf::check(&sets, req) {
+                    self.node.waf_hits.inc();
+                    tracing::warn!(
+                        vhost = ctx.host,
+                        path = req.target,
+                        rule = hit.rule,
+                        target = hit.target,
+                        "blocked by WAF"
+                    );
+                    return self.error(&ctx, Status::FORBIDDEN).await;
+                }
+            }
+            Err(e) => self.store_failed("WAF rules", &e),
+        }
+
+        // 3. Proxy.
+        match self.proxy(store, &ctx.host).await {
+            Ok(None) => {}
+            Ok(Some(_)) => {
+                tracing::error!(
+                    vhost = ctx.host,
+                    "a proxy is configured for this host, but proxying is not available in this build"
+                );
+                return self.error(&ctx, Status::BAD_GATEWAY).await;
+            }
+            Err(e) => return self.unavailable(&ctx, "proxy config", &e).await,
+        }
+
+        // 4. Route.
+        let routes = match self.routes(store, &ctx.host).await {
+            Ok(r) => r,
+            Err(e) => return self.unavailable(&ctx, "routes", &e).await,
+        };
+        let Some(entry_id) = routes
+            .as_ref()
+            .and_then(|r| r.find(path))
+            .map(str::to_owned)
+        else {
+            return self.error(&ctx, Status::NOT_FOUND).await;
+        };
+        ctx.routed = true;
+
+        // 5. Metadata.
+        let meta = match self.entry(store, &ctx.host, &entry_id).await {
+            Ok(EntryState::Valid(m)) => m,
+            Ok(EntryState::Missing) => {
+                tracing::error!(
+                    vhost = ctx.host,
+                    entry = entry_id,
+                    "route names an entry with no metadata"
+                );
+                return self.error(&ctx, Status::INTERNAL_SERVER_ERROR).await;
+            }
+            Ok(EntryState::Invalid(why)) => {
+                tracing::error!(
+                    vhost = ctx.host,
+                    entry = entry_id,
+                    "invalid entry metadata: {why}"
+                );
+                return self.error(&ctx, Status::INTERNAL_SERVER_ERROR).await;
+            }
+            Err(e) => return self.unavailable(&ctx, "entry metadata", &e).await,
+        };
+        ctx.meta = Some(Rc::clone(&meta));
+
+        // 6. Auth.
+        if let Some(status) = self.authorize(&ctx, &meta) {
+            return self.error(&ctx, status).await;
+        }
+
+        // 7. Methods.
+        if !meta.allows(req.method.as_str()) {
+            let mut r = self.error(&ctx, Status::METHOD_NOT_ALLOWED).await;
+            r.head.headers.push(("Allow", meta.allow_header()));
+            return r;
+        }
+
+        // 8. Rate limit: enforced by the rate-limit stage (LIMITS counters),
+        // which slots in here.
+
+        // 9. Content, 10. validators.
+        let response = self.content(store, &ctx, &entry_id, &meta).await;
+        self.count(&ctx, response.head.status);
+        response
+    }
+
+    /// Entries with `auth` need sessions, which this stage does not have
+    /// yet: protected pages are refused (never served unprotected), and
+    /// the login and logout entries answer 501.
+    fn authorize(&self, ctx: &Ctx<'_>, meta: &EntryMeta) -> Option<Status> {
+        match &meta.auth {
+            None => None,
+            Some(Auth::Users(_)) => Some(Status::UNAUTHORIZED),
+            Some(Auth::Login | Auth::Logout) => {
+                tracing::warn!(
+                    vhost = ctx.host,
+                    path = ctx.path,
+                    "login/logout entries are not served yet"
+                );
+                Some(Status::NOT_IMPLEMENTED)
+            }
+        }
+    }
+
+    fn count(&self, ctx: &Ctx<'_>, status: Status) {
+        let host = ctx.routed.then_some(ctx.host.as_str());
+        self.counts.borrow_mut().record(
+            host,
+            &ctx.host,
+            ctx.req.method.as_str(),
+            ctx.path,
+            status.code(),
+        );
+    }
+
+    fn store_failed(&self, what: &str, e: &StoreError) {
+        self.node.store_errors.inc();
+        if self.store_log.ready() {
+            tracing::warn!(error = %e, "store: cannot read {what}");
+        }
+    }
+
+    async fn unavailable(&self, ctx: &Ctx<'_>, what: &str, e: &StoreError) -> Response {
+        self.store_failed(what, e);
+        let mut r = self.error(ctx, Status::SERVICE_UNAVAILABLE).await;
+        r.head.headers.push(("Retry-After", String::from("1")));
+        r
+    }
+
+    /// An error page through the site's template, counted in the metrics.
+    async fn error(&self, ctx: &Ctx<'_>, status: Status) -> Response {
+        self.count(ctx, status);
+        let hits = (status == Status::NOT_FOUND).then(|| {
+            self.counts
+                .borrow()
+                .hits(ctx.routed.then_some(ctx.host.as_str()), &ctx.host, ctx.path)
+        });
+        let code = status.code().to_string();
+        let image = ctx.meta.as_ref().and_then(|m| m.error.get(&code).cloned());
+        // No store round trip for the template when the store is the problem.
+        let template = if status == Status::SERVICE_UNAVAILABLE {
+            None
+        } else if let Some(store) = &self.store {
+            self.template(store, &ctx.host).await.ok().flatten()
+        } else {
+            None
+        };
+        let template = template.as_deref().unwrap_or(Template::builtin());
+        let html = page::error_page(template, status, hits, image.as_deref());
+        Response::bytes(status, "text/html; charset=utf-8", Bytes::from(html))
+    }
+
+    /// Looks `key` up in one of the cache's maps; on a miss or an expired
+    /// entry runs `fetch`, and if that fails serves the expired entry (and
+    /// keeps it for another TTL, so an outage costs one failed call per
+    /// TTL, not one per request).
+    async fn cached<K, V, F>(
+        &self,
+        map: fn(&mut SiteCache) -> &mut TtlMap<K, V>,
+        key: K,
+        fetch: impl FnOnce() -> F,
+    ) -> Result<V, StoreError>
+    where
+        K: Eq + Hash + Clone,
+        V: Clone,
+        F: Future<Output = Result<V, StoreError>>,
+    {
+        let found = {
+            let mut cache = self.cache.borrow_mut();
+            let ttl = cache.ttl;
+            map(&mut cache).get(&key, ttl)
+        };
+        let stale = match found {
+            Lookup::Fresh(v) => {
+                self.node.cache("hit");
+                return Ok(v);
+            }
+            Lookup::Stale(v) => Some(v),
+            Lookup::Missing => None,
+        };
+        match fetch().await {
+            Ok(v) => {
+                self.node.cache("miss");
+                map(&mut self.cache.borrow_mut()).insert(key, v.clone());
+                Ok(v)
+            }
+            Err(e) => match stale {
+                Some(v) => {
+                    self.store_failed("fresh site data; serving the cached copy", &e);
+                    self.node.cache("stale");
+                    map(&mut self.cache.borrow_mut()).insert(key, v.clone());
+                    Ok(v)
+                }
+                None => Err(e),
+            },
+        }
+    }
+
+    async fn routes(&self, store: &Backend, host: &str) -> Result<Option<Rc<Routes>>, StoreError> {
+        let key = self.keys.routes(host);
+        self.cached(
+            |c| &mut c.routes,
+            host.to_owned(),
+            || async move {
+                let Some(json) = store.get(&key).await? else {
+                    return Ok(None);
+                };
+                match Routes::parse(&json) {
+                    Ok((routes, warnings)) => {
+                        for w in warnings {
+                            tracing::error!(key, "{w}");
+                        }
+                        Ok(Some(Rc::new(routes)))
+                    }
+                    Err(e) => {
+                        tracing::error!(key, "routes ignored: {e}");
+                        Ok(None)
+                    }
+                }
+            },
+        )
+        .await
+    }
+
+    async fn entry(&self, store: &Backend, host: &str, id: &str) -> Result<EntryState, StoreError> {
+        let key = self.keys.entry(host, id);
+        self.cached(
+            |c| &mut c.entries,
+            (host.to_owned(), id.to_owned()),
+            || async move {
+                Ok(match store.get(&key).await? {
+                    None => EntryState::Missing,
+                    Some(json) => match EntryMeta::parse(&json) {
+                        Ok(m) => EntryState::Valid(Rc::new(m)),
+                        Err(e) => EntryState::Invalid(Rc::from(e.to_string())),
+                    },
+                })
+            },
+        )
+        .await
+    }
+
+    async fn proxy(&self, store: &Backend, host: &str) -> Result<Option<Rc<str>>, StoreError> {
+        let key = self.keys.proxy(host);
+        self.cached(
+            |c| &mut c.proxies,
+            host.to_owned(),
+            || async move {
+                Ok(store
+                    .get(&key)
+                    .await?
+                    .map(|v| Rc::from(String::from_utf8_lossy(&v).as_ref())))
+            },
+        )
+        .await
+    }
+
+    async fn waf_rules(&self, store: &Backend, host: &str) -> Result<Rc<Vec<RuleSet>>, StoreError> {
+        let key = self.keys.waf();
+        self.cached(
+            |c| &mut c.waf,
+            host.to_owned(),
+            || async move {
+                let mut sets = Vec::new();
+                for field in [crate::files::FALLBACK_HOST, host] {
+                    let Some(json) = store.hget(&key, field).await? else {
+                        continue;
+                    };
+                    match RuleSet::parse(&json) {
+                        Ok((set, warnings)) => {
+                            for w in warnings {
+                                tracing::error!(key, field, "{w}");
+                            }
+                            sets.push(set);
+                        }
+                        Err(e) => tracing::error!(key, field, "WAF rule set ignored: {e}"),
+                    }
+                }
+                Ok(Rc::new(sets))
+            },
+        )
+        .await
+    }
+
+    async fn template(
+        &self,
+        store: &Backend,
+        host: &str,
+    ) -> Result<Option<Rc<Template>>, StoreError> {
+        let keys = [
+            self.keys.data(host, "template"),
+            self.keys.data(crate::files::FALLBACK_HOST, "template"),
+        ];
+        self.cached(
+            |c| &mut c.templates,
+            host.to_owned(),
+            || async move {
+                for key in &keys {
+                    let Some(text) = store.get(key).await? else {
+                        continue;
+                    };
+                    let parsed = std::str::from_utf8(&text)
+                        .map_err(|e| e.to_string())
+                        .and_then(|t| Template::parse(t).map_err(|e| e.to_string()));
+                    return Ok(match parsed {
+                        Ok(t) => Some(Rc::new(t)),
+                        Err(e) => {
+                            tracing::error!(key, "template ignored, using the built-in one: {e}");
+                            None
+                        }
+                    });
+                }
+                Ok(None)
+            },
+        )
+        .await
+    }
+
+    /// Whether a file exists under the host root (or the fallback root).
+    fn exists(&self, host: &str, name: &Name) -> bool {
+        self.files.borrow_mut().open(host, &name.rel).is_ok()
+    }
+
+    /// The file name for a request, by RELIW's rules: the entry's `file`;
+    /// else the path (plus `index` for a directory), and if no such file
+    /// exists, the first of `try_extensions` that does, or the `gsub`
+    /// remap of the path. `None`: the request names no valid file.
+    fn resolve_name(
+        &self,
+        host: &str,
+        path: &str,
+        entry_id: &str,
+        meta: &EntryMeta,
+    ) -> Option<Rc<str>> {
+        let key = (host.to_owned(), format!("{entry_id}\0{path}"));
+        {
+            let cache = self.cache.borrow();
+            if let Lookup::Fresh(name) = cache.names.get(&key, cache.ttl) {
+                return name;
+            }
+        }
+        let resolved = (|| {
+            let base = content::base_name(meta, path);
+            if meta.file.is_some() {
+                return base;
+            }
+            if let Some(b) = &base
+                && self.exists(host, b)
+            {
+                return base;
+            }
+            if !meta.try_extensions.is_empty() {
+                let found = base.as_ref().and_then(|b| {
+                    meta.try_extensions
+                        .iter()
+                        .filter_map(|ext| b.with_suffix(ext))
+                        .find(|candidate| self.exists(host, candidate))
+                });
+                return found.or(base);
+            }
+            if let Some(g) = &meta.gsub {
+                let remapped = g.pattern.gsub(path.as_bytes(), &g.replacement).ok()?.0;
+                return Name::parse(&String::from_utf8_lossy(&remapped));
+            }
+            base
+        })();
+        let resolved: Option<Rc<str>> = resolved.map(|n| Rc::from(n.key.as_str()));
+        self.cache.borrow_mut().names.insert(key, resolved.clone());
+        resolved
+    }
+
+    /// The content of a file: the in-process copy, else the store's
+    /// `FILES` record, else the disk (then written to `FILES` when it is
+    /// at most `cache_max_size`). `Ok(None)`: no such file, or too large
+    /// to keep (served from disk by the caller).
+    async fn blob(
+        &self,
+        store: &Backend,
+        ctx: &Ctx<'_>,
+        name: &Name,
+        meta: &EntryMeta,
+    ) -> Result<Option<Rc<Blob>>, StoreError> {
+        let host = ctx.host.as_str();
+        let key: HostKey = (host.to_owned(), name.key.clone());
+        {
+            let cache = self.cache.borrow();
+            if let Lookup::Fresh(blob) = cache.blobs.get(&key, cache.ttl) {
+                self.node.cache("hit");
+                return Ok(Some(blob));
+            }
+        }
+        let files_key = self.keys.files(host, &name.key);
+        let record = match store.hgetall(&files_key).await {
+            Ok(fields) => Blob::from_fields(&name.key, fields),
+            Err(e) => {
+                // The disk still has the file; a store outage costs the cache only.
+                self.store_failed("FILES", &e);
+                None
+            }
+        };
+        let blob = match record {
+            Some(b) => Rc::new(b),
+            None => {
+                let Some(blob) = self.read_disk(store, ctx, name, meta).await? else {
+                    return Ok(None);
+                };
+                let size = blob.content.len().to_string();
+                let fields: [(&str, &[u8]); 5] = [
+                    ("content", &blob.content),
+                    ("hash", blob.hash.as_bytes()),
+                    ("size", size.as_bytes()),
+                    ("mime", blob.mime.as_bytes()),
+                    ("title", blob.title.as_bytes()),
+                ];
+                if let Err(e) = store.hset_with_ttl(&files_key, &fields, FILES_TTL).await {
+                    self.store_failed("FILES (write)", &e);
+                }
+                blob
+            }
+        };
+        self.node.cache("miss");
+        self.cache.borrow_mut().insert_blob(key, Rc::clone(&blob));
+        Ok(Some(blob))
+    }
+
+    /// Reads a file of at most `cache_max_size` bytes, with its title
+    /// (`TITLES`, else the entry's). `Ok(None)` when missing or larger.
+    async fn read_disk(
+        &self,
+        store: &Backend,
+        ctx: &Ctx<'_>,
+        name: &Name,
+        meta: &EntryMeta,
+    ) -> Result<Option<Rc<Blob>>, StoreError> {
+        let data = {
+            let mut files = self.files.borrow_mut();
+            let Ok(opened) = files.open(&ctx.host, &name.rel) else {
+                return Ok(None);
+            };
+            if opened.meta.size > ctx.config.cache_max_size {
+                return Ok(None);
+            }
+            let mut data = Vec::with_capacity(opened.meta.size as usize);
+            use std::io::Read as _;
+            if let Err(e) = (&opened.file)
+                .take(ctx.config.cache_max_size + 1)
+                .read_to_end(&mut data)
+            {
+                tracing::error!(vhost = ctx.host, file = name.key, error = %e, "reading a file failed");
+                return Ok(None);
+            }
+            data
+        };
+        let title = match store.hget(&self.keys.titles(&ctx.host), &name.key).await {
+            Ok(Some(t)) => String::from_utf8_lossy(&t).into_owned(),
+            Ok(None) => meta.title.clone().unwrap_or_default(),
+            Err(e) => {
+                self.store_failed("TITLES", &e);
+                meta.title.clone().unwrap_or_default()
+            }
+        };
+        Ok(Some(Rc::new(Blob::new(
+            Bytes::from(data),
+            content::mime_of(&name.key),
+            title,
+        ))))
+    }
+
+    /// The content step: the file, rendered if it is markup, with
+    /// validators; ACME tokens from `DATA` first.
+    async fn content(
+        &self,
+        store: &Backend,
+        ctx: &Ctx<'_>,
+        entry_id: &str,
+        meta: &EntryMeta,
+    ) -> Response {
+        if let Some(token) = ctx.path.strip_prefix("/.well-known/acme-challenge/") {
+            match self.acme(store, &ctx.host, token).await {
+                Ok(Some(value)) => {
+                    return Response::bytes(Status::OK, "text/plain; charset=utf-8", value);
+                }
+                Ok(None) => {}
+                Err(e) => return self.unavailable(ctx, "ACME token", &e).await,
+            }
+        }
+        let Some(name) = self.resolve_name(&ctx.host, ctx.path, entry_id, meta) else {
+            return self.error(ctx, Status::NOT_FOUND).await;
+        };
+        let Some(name) = Name::parse(&name) else {
+            return self.error(ctx, Status::NOT_FOUND).await;
+        };
+        let cache_control = meta
+            .cache_control
+            .as_deref()
+            .unwrap_or(DEFAULT_CACHE_CONTROL);
+        let blob = match self.blob(store, ctx, &name, meta).await {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                // Too large to keep in memory, or not there at all.
+                let r = {
+                    let mut files = self.files.borrow_mut();
+                    let mut cache = self.file_cache.borrow_mut();
+                    file_response(
+                        ctx.req,
+                        &mut files,
+                        &mut cache,
+                        &ctx.host,
+                        &name.rel,
+                        Some(cache_control),
+                    )
+                };
+                if r.head.status == Status::NOT_FOUND {
+                    return self.error(ctx, Status::NOT_FOUND).await;
+                }
+                return r;
+            }
+            Err(e) => return self.unavailable(ctx, "content", &e).await,
+        };
+        if blob.mime == "application/lua" {
+            tracing::error!(
+                vhost = ctx.host,
+                file = name.key,
+                "dynamic Lua pages are not supported; answering 501"
+            );
+            return self.error(ctx, Status::NOT_IMPLEMENTED).await;
+        }
+        let wants_source = ctx
+            .req
+            .header_str("accept")
+            .is_some_and(|a| a.contains("text/markdown"));
+        let (body, etag, content_type) = if blob.is_markup() && !wants_source {
+            let page = self.page(store, ctx, entry_id, &name, meta, &blob).await;
+            (
+                page.html,
+                page.etag.to_string(),
+                String::from("text/html; charset=utf-8"),
+            )
+        } else {
+            (
+                blob.content.clone(),
+                format!("\"{}\"", blob.hash),
+                content::content_type(&blob.mime),
+            )
+        };
+        let mut head = ResponseHead::new(Status::OK)
+            .header("ETag", etag.clone())
+            .header("Cache-Control", cache_control);
+        if ctx.req.method == Method::Get && if_none_match(ctx.req, &etag) {
+            head.status = Status::NOT_MODIFIED;
+            return Response {
+                head,
+                body: Body::Empty,
+            };
+        }
+        head.headers.insert(0, ("Content-Type", content_type));
+        if blob.is_markup() {
+            head.headers.push(("Vary", String::from("Accept")));
+        }
+        head.content_length = body.len() as u64;
+        Response {
+            head,
+            body: Body::Bytes(body),
+        }
+    }
+
+    /// A rendered page, from the page cache when fresh.
+    async fn page(
+        &self,
+        store: &Backend,
+        ctx: &Ctx<'_>,
+        entry_id: &str,
+        name: &Name,
+        meta: &EntryMeta,
+        blob: &Blob,
+    ) -> Page {
+        let key: HostKey = (ctx.host.clone(), format!("{entry_id}\0{}", name.key));
+        {
+            let cache = self.cache.borrow();
+            if let Lookup::Fresh(page) = cache.pages.get(&key, cache.ttl) {
+                return page;
+            }
+        }
+        let template = match self.template(store, &ctx.host).await {
+            Ok(t) => t,
+            Err(e) => {
+                self.store_failed("template", &e);
+                None
+            }
+        };
+        let assets = page::Assets {
+            css_file: meta.css_file.as_deref().unwrap_or(page::DEFAULT_CSS),
+            favicon_file: meta
+                .favicon_file
+                .as_deref()
+                .unwrap_or(page::DEFAULT_FAVICON),
+        };
+        let html = page::render_markup(
+            template.as_deref().unwrap_or(Template::builtin()),
+            &blob.mime,
+            &blob.content,
+            &blob.title,
+            &assets,
+        );
+        let hash = content::sha256_hex(html.as_bytes());
+        let page = Page {
+            etag: Rc::from(format!("\"{}\"", &hash[..32])),
+            html: Bytes::from(html),
+        };
+        self.cache.borrow_mut().insert_page(key, page.clone());
+        page
+    }
+
+    /// An ACME HTTP-01 token from `DATA:<host>:.well-known/acme-challenge/<token>`.
+    async fn acme(
+        &self,
+        store: &Backend,
+        host: &str,
+        token: &str,
+    ) -> Result<Option<Bytes>, StoreError> {
+        if token.is_empty()
+            || !token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        {
+            return Ok(None);
+        }
+        let name = format!(".well-known/acme-challenge/{token}");
+        for h in [host, crate::files::FALLBACK_HOST] {
+            if let Some(v) = store.get(&self.keys.data(h, &name)).await? {
+                return Ok(Some(Bytes::from(v)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Whether `If-None-Match` names `etag` (weakly; `*` matches; RELIW's
+/// unquoted hashes are understood too).
+fn if_none_match(req: &RequestHead, etag: &str) -> bool {
+    let Some(header) = req.header_str("if-none-match") else {
+        return false;
+    };
+    let bare = etag.trim_matches('"');
+    header.split(',').map(str::trim).any(|tag| {
+        let tag = tag.strip_prefix("W/").unwrap_or(tag);
+        tag == "*" || tag == etag || tag == bare
+    })
 }

@@ -108,6 +108,16 @@ impl MemoryStore {
         Ok(store)
     }
 
+    /// Replaces the keys from the site file (counters and cache records
+    /// written since start are dropped with the rest); on error nothing
+    /// changes.
+    pub fn reload(&self, path: &Path, prefix: &str) -> Result<(), SiteFileError> {
+        let fresh = Self::from_site_file(path, prefix)?;
+        let entries = std::mem::take(&mut *fresh.lock());
+        *self.lock() = entries;
+        Ok(())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -225,8 +235,12 @@ impl Store for MemoryStore {
         Ok(n)
     }
 
-    async fn hincr_batch(&self, increments: &[(String, String, i64)]) -> Result<(), StoreError> {
+    async fn hincr_batch(
+        &self,
+        increments: &[(String, String, i64)],
+    ) -> Result<Vec<i64>, StoreError> {
         let mut entries = self.lock();
+        let mut values = Vec::with_capacity(increments.len());
         for (key, field, by) in increments {
             let entry = match live(&mut entries, key) {
                 Some(e) => e,
@@ -243,9 +257,29 @@ impl Store for MemoryStore {
                 .ok()
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0);
-            *slot = n.saturating_add(*by).to_string().into_bytes();
+            let n = n.saturating_add(*by);
+            *slot = n.to_string().into_bytes();
+            values.push(n);
         }
-        Ok(())
+        Ok(values)
+    }
+
+    async fn scan(
+        &self,
+        pattern: &str,
+        _count: u32,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let now = Instant::now();
+        let mut keys: Vec<String> = self
+            .lock()
+            .iter()
+            .filter(|(k, e)| e.expires.is_none_or(|t| t > now) && glob(pattern, k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.sort();
+        keys.truncate(limit);
+        Ok(keys)
     }
 
     async fn publish(&self, channel: &str, message: &[u8]) -> Result<i64, StoreError> {
@@ -254,5 +288,39 @@ impl Store for MemoryStore {
             .unwrap_or_else(|p| p.into_inner())
             .push((channel.to_owned(), message.to_vec()));
         Ok(0)
+    }
+}
+
+/// Redis MATCH with `*` only (what reliw asks for).
+fn glob(pattern: &str, key: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = key.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn glob_matches_like_redis_star() {
+        use super::glob;
+        assert!(glob("RLW:METRICS:*:total", "RLW:METRICS:a.b:total"));
+        assert!(glob("RLW:METRICS:*:total", "RLW:METRICS::total"));
+        assert!(!glob("RLW:METRICS:*:total", "RLW:METRICS:a:by_method"));
+        assert!(!glob("RLW:METRICS:*:total", "RLW:METRICS:total"));
+        assert!(glob("a*b*c", "a-b-b-c"));
+        assert!(glob("abc", "abc") && !glob("abc", "abcd"));
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod memory;
 pub mod redis;
+pub mod subscriber;
 
 use std::time::Duration;
 
@@ -53,8 +54,19 @@ pub trait Store {
     /// INCR, and EXPIRE when the counter was just created (a fixed window):
     /// the new count.
     async fn incr_window(&self, key: &str, window: Duration) -> Result<i64, StoreError>;
-    /// HINCRBY for many (key, field, by), pipelined.
-    async fn hincr_batch(&self, increments: &[(String, String, i64)]) -> Result<(), StoreError>;
+    /// HINCRBY for many (key, field, by), pipelined: the new values, in order.
+    async fn hincr_batch(
+        &self,
+        increments: &[(String, String, i64)],
+    ) -> Result<Vec<i64>, StoreError>;
+    /// SCAN with MATCH (`*` wildcards only) and COUNT, until the cursor
+    /// ends or `limit` keys were seen: the keys, at most `limit`.
+    async fn scan(
+        &self,
+        pattern: &str,
+        count: u32,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
     /// PUBLISH; how many subscribers got it.
     async fn publish(&self, channel: &str, message: &[u8]) -> Result<i64, StoreError>;
 }
@@ -65,4 +77,155 @@ pub fn is_hash_key(key_without_prefix: &str) -> bool {
         .iter()
         .any(|p| key_without_prefix.starts_with(p))
         || key_without_prefix == "WAF"
+}
+
+/// One of the store backends, chosen by config at start.
+#[derive(Clone)]
+pub enum Backend {
+    Redis(redis::RedisStore),
+    Memory(std::sync::Arc<memory::MemoryStore>),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            Backend::Redis($s) => $call,
+            Backend::Memory($s) => $call,
+        }
+    };
+}
+
+impl Store for Backend {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        dispatch!(self, s => s.get(key).await)
+    }
+    async fn hget(&self, key: &str, field: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        dispatch!(self, s => s.hget(key, field).await)
+    }
+    async fn hgetall(&self, key: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        dispatch!(self, s => s.hgetall(key).await)
+    }
+    async fn hset_with_ttl(
+        &self,
+        key: &str,
+        fields: &[(&str, &[u8])],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.hset_with_ttl(key, fields, ttl).await)
+    }
+    async fn set_with_ttl(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        dispatch!(self, s => s.set_with_ttl(key, value, ttl).await)
+    }
+    async fn del(&self, key: &str) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.del(key).await)
+    }
+    async fn incr_window(&self, key: &str, window: Duration) -> Result<i64, StoreError> {
+        dispatch!(self, s => s.incr_window(key, window).await)
+    }
+    async fn hincr_batch(
+        &self,
+        increments: &[(String, String, i64)],
+    ) -> Result<Vec<i64>, StoreError> {
+        dispatch!(self, s => s.hincr_batch(increments).await)
+    }
+    async fn scan(
+        &self,
+        pattern: &str,
+        count: u32,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        dispatch!(self, s => s.scan(pattern, count, limit).await)
+    }
+    async fn publish(&self, channel: &str, message: &[u8]) -> Result<i64, StoreError> {
+        dispatch!(self, s => s.publish(channel, message).await)
+    }
+}
+
+/// RELIW's key names under a prefix (DESIGN.md, "Redis keys").
+#[derive(Clone, Debug)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+    /// `P:API:<host>`: the routes.
+    pub fn routes(&self, host: &str) -> String {
+        format!("{}:API:{host}", self.prefix)
+    }
+    /// `P:API:<host>:<entry>`: entry metadata.
+    pub fn entry(&self, host: &str, entry: &str) -> String {
+        format!("{}:API:{host}:{entry}", self.prefix)
+    }
+    /// `P:FILES:<host>:<path>`: the content cache hash.
+    pub fn files(&self, host: &str, path: &str) -> String {
+        format!("{}:FILES:{host}:{path}", self.prefix)
+    }
+    /// `P:TITLES:<host>`: path → title.
+    pub fn titles(&self, host: &str) -> String {
+        format!("{}:TITLES:{host}", self.prefix)
+    }
+    /// `P:DATA:<host>:<name>` (host `__` is the fallback).
+    pub fn data(&self, host: &str, name: &str) -> String {
+        format!("{}:DATA:{host}:{name}", self.prefix)
+    }
+    /// `P:PROXY:<host>`.
+    pub fn proxy(&self, host: &str) -> String {
+        format!("{}:PROXY:{host}", self.prefix)
+    }
+    /// `P:WAF`: the rule sets.
+    pub fn waf(&self) -> String {
+        format!("{}:WAF", self.prefix)
+    }
+    /// `P:CTL`: the control channel.
+    pub fn ctl(&self) -> String {
+        format!("{}:CTL", self.prefix)
+    }
+    /// `P:METRICS:<host>:<kind>` (kind: total, by_method, by_request).
+    pub fn metrics(&self, host: &str, kind: &str) -> String {
+        format!("{}:METRICS:{host}:{kind}", self.prefix)
+    }
+}
+
+/// How to reach the configured store. Each worker (and the metrics
+/// listener) opens its own handle on its own runtime with [`StoreSpec::open`].
+#[derive(Clone)]
+pub enum StoreSpec {
+    /// No site data (plain static serving).
+    Static,
+    Redis(crate::config::RedisConfig),
+    Memory(std::sync::Arc<memory::MemoryStore>),
+}
+
+impl StoreSpec {
+    /// From the config; loads the site file of the memory backend.
+    pub fn from_config(config: &crate::config::Config) -> Result<Self, memory::SiteFileError> {
+        use crate::config::StoreBackend;
+        Ok(match config.store.backend {
+            StoreBackend::Static => Self::Static,
+            StoreBackend::Redis => Self::Redis(config.redis.clone()),
+            StoreBackend::Memory => {
+                let path = config.store.site_file.clone().unwrap_or_default();
+                let store = memory::MemoryStore::from_site_file(&path, &config.redis.prefix)?;
+                Self::Memory(std::sync::Arc::new(store))
+            }
+        })
+    }
+
+    /// A handle (`None` for static serving). For Redis this must run
+    /// inside a tokio runtime; it does not connect yet.
+    pub fn open(&self) -> Result<Option<Backend>, StoreError> {
+        Ok(match self {
+            Self::Static => None,
+            Self::Redis(config) => Some(Backend::Redis(redis::RedisStore::new(config)?)),
+            Self::Memory(store) => Some(Backend::Memory(std::sync::Arc::clone(store))),
+        })
+    }
 }

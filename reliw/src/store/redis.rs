@@ -23,25 +23,7 @@ impl RedisStore {
     /// Sets up the connection manager; it connects on first use, so this
     /// succeeds even while Redis is down. Must run inside a tokio runtime.
     pub fn new(config: &RedisConfig) -> Result<Self, StoreError> {
-        if config.ssl {
-            return Err(StoreError::Backend(String::from(
-                "redis.ssl is not supported yet; use a local TLS tunnel or disable it",
-            )));
-        }
-        let mut settings = redis::RedisConnectionInfo::default().set_db(i64::from(config.db));
-        if let Some(auth) = &config.auth {
-            if let Some(user) = &auth.user {
-                settings = settings.set_username(user);
-            }
-            if let Some(pass) = &auth.pass {
-                settings = settings.set_password(pass);
-            }
-        }
-        let info = (config.host.as_str(), config.port)
-            .into_connection_info()
-            .map_err(backend)?
-            .set_redis_settings(settings);
-        let client = redis::Client::open(info).map_err(backend)?;
+        let client = client(config)?;
         let timeout = Duration::from_secs_f64(config.timeout);
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -75,6 +57,29 @@ impl RedisStore {
             ))),
         }
     }
+}
+
+/// A client for `config` (no connection is made yet).
+pub fn client(config: &RedisConfig) -> Result<redis::Client, StoreError> {
+    if config.ssl {
+        return Err(StoreError::Backend(String::from(
+            "redis.ssl is not supported yet; use a local TLS tunnel or disable it",
+        )));
+    }
+    let mut settings = redis::RedisConnectionInfo::default().set_db(i64::from(config.db));
+    if let Some(auth) = &config.auth {
+        if let Some(user) = &auth.user {
+            settings = settings.set_username(user);
+        }
+        if let Some(pass) = &auth.pass {
+            settings = settings.set_password(pass);
+        }
+    }
+    let info = (config.host.as_str(), config.port)
+        .into_connection_info()
+        .map_err(backend)?
+        .set_redis_settings(settings);
+    redis::Client::open(info).map_err(backend)
 }
 
 fn backend(e: RedisError) -> StoreError {
@@ -157,15 +162,50 @@ impl Store for RedisStore {
         Ok(n)
     }
 
-    async fn hincr_batch(&self, increments: &[(String, String, i64)]) -> Result<(), StoreError> {
+    async fn hincr_batch(
+        &self,
+        increments: &[(String, String, i64)],
+    ) -> Result<Vec<i64>, StoreError> {
         if increments.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
         for (key, field, by) in increments {
-            pipe.cmd("HINCRBY").arg(key).arg(field).arg(*by).ignore();
+            pipe.cmd("HINCRBY").arg(key).arg(field).arg(*by);
         }
         self.run_pipe(&pipe).await
+    }
+
+    async fn scan(
+        &self,
+        pattern: &str,
+        count: u32,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut keys = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = self
+                .run(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(count),
+                )
+                .await?;
+            for key in batch {
+                if keys.len() >= limit {
+                    return Ok(keys);
+                }
+                keys.push(key);
+            }
+            if next == 0 {
+                return Ok(keys);
+            }
+            cursor = next;
+        }
     }
 
     async fn publish(&self, channel: &str, message: &[u8]) -> Result<i64, StoreError> {

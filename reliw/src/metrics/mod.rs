@@ -1,0 +1,125 @@
+//! What the node and the fleet can see about requests.
+//!
+//! - [`counts`]: RELIW's per-host request counters, counted in process by
+//!   each worker and flushed to the store with pipelined HINCRBY, so the
+//!   `P:METRICS:*` hashes stay RELIW-compatible and fleet-wide.
+//! - [`NodeMetrics`]: this node's own metrics (prometheus-client): request
+//!   durations, connections, bytes, WAF hits, rate-limit denials, store
+//!   errors, cache hits, and the shield's packet counters.
+//! - [`listener`]: the `/metrics` endpoint that shows both.
+
+pub mod counts;
+pub mod listener;
+
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::shield::maps::ShieldMaps;
+
+/// Where the shield's counters are read from at scrape time.
+pub type ShieldSource = Option<Arc<Mutex<ShieldMaps>>>;
+
+/// This node's metrics; every field is updated lock-free from the workers.
+pub struct NodeMetrics {
+    registry: Registry,
+    pub request_duration: Histogram,
+    pub connections_open: Gauge,
+    pub bytes_sent: Counter,
+    pub waf_hits: Counter,
+    pub rate_limited: Counter,
+    pub store_errors: Counter,
+    /// Site cache lookups by result (`hit`, `stale`, `miss`).
+    pub site_cache: Family<[(&'static str, &'static str); 1], Counter>,
+    shield: ShieldSource,
+}
+
+impl NodeMetrics {
+    pub fn new(shield: ShieldSource) -> Self {
+        let mut registry = Registry::with_prefix("reliw");
+        let request_duration = Histogram::new(exponential_buckets(0.000_05, 2.0, 18));
+        registry.register(
+            "request_duration_seconds",
+            "Time from a request's first byte to its response written",
+            request_duration.clone(),
+        );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Client connections open now",
+            connections_open.clone(),
+        );
+        let bytes_sent = Counter::default();
+        registry.register(
+            "response_bytes",
+            "Bytes of responses written, heads included",
+            bytes_sent.clone(),
+        );
+        let waf_hits = Counter::default();
+        registry.register(
+            "waf_hits",
+            "Requests refused by a WAF rule",
+            waf_hits.clone(),
+        );
+        let rate_limited = Counter::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused by a rate limit",
+            rate_limited.clone(),
+        );
+        let store_errors = Counter::default();
+        registry.register(
+            "store_errors",
+            "Store (Redis) calls that failed",
+            store_errors.clone(),
+        );
+        let site_cache = Family::default();
+        registry.register(
+            "site_cache_lookups",
+            "Site data lookups in the in-process cache, by result",
+            site_cache.clone(),
+        );
+        Self {
+            registry,
+            request_duration,
+            connections_open,
+            bytes_sent,
+            waf_hits,
+            rate_limited,
+            store_errors,
+            site_cache,
+            shield,
+        }
+    }
+
+    /// Counts a site cache lookup (`hit`, `stale` or `miss`).
+    pub fn cache(&self, result: &'static str) {
+        self.site_cache.get_or_create(&[("result", result)]).inc();
+    }
+
+    /// This node's metrics in the Prometheus text format.
+    pub fn encode(&self, out: &mut String) {
+        let _ = prometheus_client::encoding::text::encode_registry(out, &self.registry);
+        let stats = self
+            .shield
+            .as_ref()
+            .and_then(|m| m.lock().ok().and_then(|m| m.stats().ok()));
+        if let Some(stats) = stats {
+            out.push_str(
+                "# HELP reliw_shield_packets Packets seen by the XDP shield, by verdict.\n",
+            );
+            out.push_str("# TYPE reliw_shield_packets counter\n");
+            for (name, value) in stats.named() {
+                let _ = writeln!(
+                    out,
+                    "reliw_shield_packets_total{{verdict=\"{name}\"}} {value}"
+                );
+            }
+        }
+    }
+}

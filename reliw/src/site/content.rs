@@ -1,0 +1,186 @@
+//! Content as RELIW keeps it: which file a request names, and the `FILES`
+//! record of it (content, sha256 hash, size, MIME type, title).
+
+use bytes::Bytes;
+use sha2::{Digest as _, Sha256};
+
+use super::meta::EntryMeta;
+use crate::files::validate::relative_path;
+
+/// A file's content and what RELIW records with it in `P:FILES:<host>:<name>`.
+#[derive(Debug)]
+pub struct Blob {
+    pub content: Bytes,
+    /// Lower-case hex SHA-256 of the content (RELIW's ETag value).
+    pub hash: String,
+    /// MIME type without parameters (`text/markdown`).
+    pub mime: String,
+    pub title: String,
+}
+
+impl Blob {
+    pub fn new(content: Bytes, mime: String, title: String) -> Self {
+        Self {
+            hash: sha256_hex(&content),
+            content,
+            mime,
+            title,
+        }
+    }
+
+    /// From the fields of a `FILES` hash; `None` without `content`.
+    pub fn from_fields(name: &str, fields: Vec<(String, Vec<u8>)>) -> Option<Self> {
+        let mut content = None;
+        let (mut hash, mut mime, mut title) = (None, None, String::new());
+        for (field, value) in fields {
+            match field.as_str() {
+                "content" => content = Some(Bytes::from(value)),
+                "hash" => hash = String::from_utf8(value).ok(),
+                "mime" => mime = String::from_utf8(value).ok(),
+                "title" => title = String::from_utf8_lossy(&value).into_owned(),
+                _ => {}
+            }
+        }
+        let content = content?;
+        Some(Self {
+            hash: hash
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| sha256_hex(&content)),
+            mime: mime
+                .filter(|m| !m.is_empty())
+                .unwrap_or_else(|| mime_of(name)),
+            title,
+            content,
+        })
+    }
+
+    /// Whether this is markdown or djot (rendered to HTML).
+    pub fn is_markup(&self) -> bool {
+        matches!(self.mime.as_str(), "text/markdown" | "text/djot")
+    }
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    let digest = Sha256::digest(data);
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        out.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+    }
+    out
+}
+
+/// RELIW's MIME type for a file name: its own types for djot, markdown and
+/// Lua, the usual ones otherwise.
+pub fn mime_of(name: &str) -> String {
+    let ext = name.rsplit_once('.').map_or("", |(_, e)| e);
+    match ext.to_ascii_lowercase().as_str() {
+        "dj" | "djot" => String::from("text/djot"),
+        "md" | "markdown" => String::from("text/markdown"),
+        "lua" => String::from("application/lua"),
+        _ => mime_guess::from_ext(ext)
+            .first_or_octet_stream()
+            .essence_str()
+            .to_owned(),
+    }
+}
+
+/// The `Content-Type` for a MIME type: text gets a UTF-8 charset.
+pub fn content_type(mime: &str) -> String {
+    if mime.starts_with("text/") || mime == "application/javascript" || mime == "application/json" {
+        format!("{mime}; charset=utf-8")
+    } else {
+        mime.to_owned()
+    }
+}
+
+/// A file name as RELIW keys it (`/dir/file.md`) and the relative path
+/// that is opened under the host root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Name {
+    pub key: String,
+    pub rel: Vec<u8>,
+}
+
+impl Name {
+    /// Validates a name from a request path or metadata (the same rules
+    /// as request paths: no `..`, no control bytes, no encoded separators).
+    pub fn parse(name: &str) -> Option<Self> {
+        let with_slash = if name.starts_with('/') {
+            name.to_owned()
+        } else {
+            format!("/{name}")
+        };
+        let rel = relative_path(&with_slash).ok()?;
+        if rel.is_empty() {
+            return None;
+        }
+        let key = format!("/{}", String::from_utf8_lossy(&rel));
+        Some(Self { key, rel })
+    }
+
+    pub fn with_suffix(&self, suffix: &str) -> Option<Self> {
+        Self::parse(&format!("{}{suffix}", self.key))
+    }
+}
+
+/// The name a request asks for before any disk check: the entry's `file`,
+/// or the path, with the entry's `index` when the path ends in `/`.
+pub fn base_name(meta: &EntryMeta, path: &str) -> Option<Name> {
+    if let Some(file) = &meta.file {
+        return Name::parse(file);
+    }
+    match (&meta.index, path.ends_with('/')) {
+        (Some(index), true) => Name::parse(&format!("{path}{index}")),
+        _ => Name::parse(path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(json: &str) -> EntryMeta {
+        EntryMeta::parse(json.as_bytes()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn names() {
+        let m = meta(r#"{"methods": {"GET": true}, "index": "index.md"}"#);
+        assert_eq!(
+            base_name(&m, "/blog/").map(|n| n.key),
+            Some("/blog/index.md".into())
+        );
+        assert_eq!(
+            base_name(&m, "/a.css").map(|n| n.key),
+            Some("/a.css".into())
+        );
+        let m = meta(r#"{"methods": {"GET": true}, "file": "pages/home.dj"}"#);
+        assert_eq!(
+            base_name(&m, "/anything").map(|n| n.key),
+            Some("/pages/home.dj".into())
+        );
+        let m = meta(r#"{"methods": {"GET": true}, "file": "../etc/passwd"}"#);
+        assert_eq!(base_name(&m, "/"), None);
+        let m = meta(r#"{"methods": {"GET": true}}"#);
+        assert_eq!(base_name(&m, "/"), None, "a bare directory names no file");
+    }
+
+    #[test]
+    fn mime_and_hash() {
+        assert_eq!(mime_of("/a.dj"), "text/djot");
+        assert_eq!(mime_of("/a.md"), "text/markdown");
+        assert_eq!(mime_of("/a.lua"), "application/lua");
+        assert_eq!(mime_of("/a.css"), "text/css");
+        assert_eq!(mime_of("/a"), "application/octet-stream");
+        assert_eq!(content_type("text/css"), "text/css; charset=utf-8");
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let b = Blob::from_fields("/x.md", vec![("content".into(), b"abc".to_vec())]);
+        let b = b.unwrap_or_else(|| panic!("blob"));
+        assert_eq!((b.mime.as_str(), b.hash.len()), ("text/markdown", 64));
+        assert!(Blob::from_fields("/x", vec![("hash".into(), b"h".to_vec())]).is_none());
+    }
+}

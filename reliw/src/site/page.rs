@@ -1,0 +1,154 @@
+//! Pages around content: rendered markdown and djot, and error pages, both
+//! through the site's template (`DATA:<host>:template`, else the built-in
+//! one; see [`crate::render`] for the format).
+//!
+//! Placeholders a template can use: `title`, `css_file`, `favicon_file`,
+//! `published`, `class` (`page` or `error`), `{{{content}}}` (the rendered
+//! HTML), and on error pages also `error_code`, `error_message`,
+//! `hit_count` (404 only) and `error_image` (the entry's `error` image
+//! for that status, if any). Error pages put a ready-made section into
+//! `content`, so a template with only `{{{content}}}` shows them too.
+
+use std::fmt::Write as _;
+use std::time::SystemTime;
+
+use crate::http::Status;
+use crate::render::{Template, escape_html};
+
+/// RELIW's defaults for the page assets.
+pub const DEFAULT_CSS: &str = "/css/default.css";
+pub const DEFAULT_FAVICON: &str = "/images/favicon.svg";
+
+/// The page values of an entry.
+pub struct Assets<'a> {
+    pub css_file: &'a str,
+    pub favicon_file: &'a str,
+}
+
+impl Default for Assets<'_> {
+    fn default() -> Self {
+        Self {
+            css_file: DEFAULT_CSS,
+            favicon_file: DEFAULT_FAVICON,
+        }
+    }
+}
+
+/// Today's date for `published` (`Wed, 25 Nov 2026`).
+fn today() -> String {
+    let date = httpdate::fmt_http_date(SystemTime::now());
+    date.get(..16).unwrap_or(&date).to_owned()
+}
+
+/// Renders markdown or djot source inside the template.
+pub fn render_markup(
+    template: &Template,
+    mime: &str,
+    source: &[u8],
+    title: &str,
+    assets: &Assets<'_>,
+) -> String {
+    let source = String::from_utf8_lossy(source);
+    let content = if mime == "text/djot" {
+        crate::render::djot(&source)
+    } else {
+        crate::render::markdown(&source)
+    };
+    let published = today();
+    template.render(|name| match name {
+        "title" => Some(title),
+        "css_file" => Some(assets.css_file),
+        "favicon_file" => Some(assets.favicon_file),
+        "published" => Some(published.as_str()),
+        "class" => Some("page"),
+        "content" => Some(content.as_str()),
+        _ => None,
+    })
+}
+
+/// A short explanation per status.
+fn message(status: Status) -> &'static str {
+    match status.code() {
+        401 => "You need to log in to see this page.",
+        403 => "This request is not allowed.",
+        404 => "There is no page here.",
+        405 => "This page does not take that method.",
+        429 => "Too many requests; wait a little and try again.",
+        500 => "Something went wrong on our side.",
+        501 => "This kind of page is not served here.",
+        502 => "The site behind this server did not answer properly.",
+        503 => "The service is unavailable right now; try again soon.",
+        _ => "The request could not be served.",
+    }
+}
+
+/// An error page. `hits` is shown on 404s.
+pub fn error_page(
+    template: &Template,
+    status: Status,
+    hits: Option<i64>,
+    image: Option<&str>,
+) -> String {
+    let code = status.code().to_string();
+    let msg = message(status);
+    let hit_count = hits.map(|h| h.to_string()).unwrap_or_default();
+    let mut section = format!(
+        "<section id=\"error\">\n<h1>{code} {}</h1>\n<p class=\"error\">{}</p>\n",
+        escape_html(status.reason()),
+        escape_html(msg)
+    );
+    if let Some(img) = image {
+        let _ = writeln!(section, "<img src=\"{}\" alt=\"{code}\">", escape_html(img));
+    }
+    if hits.is_some() {
+        let _ = writeln!(
+            section,
+            "<p class=\"hits\">This address was asked for {} times.</p>",
+            escape_html(&hit_count)
+        );
+    }
+    section.push_str("<p><a href=\"/\">Home</a></p>\n</section>\n");
+    let title = format!("{code} {}", status.reason());
+    let published = today();
+    template.render(|name| match name {
+        "title" => Some(title.as_str()),
+        "css_file" => Some(DEFAULT_CSS),
+        "favicon_file" => Some(DEFAULT_FAVICON),
+        "published" => Some(published.as_str()),
+        "class" => Some("error"),
+        "content" => Some(section.as_str()),
+        "error_code" => Some(code.as_str()),
+        "error_message" => Some(msg),
+        "hit_count" => Some(hit_count.as_str()),
+        "error_image" => image,
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_pages_show_code_hits_and_image() {
+        let page = error_page(
+            Template::builtin(),
+            Status::NOT_FOUND,
+            Some(42),
+            Some("/img/404\".png"),
+        );
+        assert!(page.contains("404 Not Found"), "{page}");
+        assert!(page.contains("42 times"));
+        assert!(page.contains("src=\"/img/404&quot;.png\""));
+        let page = error_page(Template::builtin(), Status::SERVICE_UNAVAILABLE, None, None);
+        assert!(page.contains("503") && !page.contains("times"));
+    }
+
+    #[test]
+    fn markup_renders_in_the_template() {
+        let t = Template::parse("<t>{{title}}</t>{{{content}}}|{{css_file}}")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let page = render_markup(&t, "text/markdown", b"# Hi", "A & B", &Assets::default());
+        assert_eq!(page, "<t>A &amp; B</t><h1>Hi</h1>\n|/css/default.css");
+    }
+}
