@@ -92,6 +92,10 @@ impl Control {
     /// reaches back that far (drop everything).
     pub fn since(&self, seen: u64) -> Option<Vec<Scope>> {
         let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let newest = log.back().map_or(0, |(e, _)| *e);
+        if seen >= newest {
+            return Some(Vec::new());
+        }
         let oldest = log.front().map_or(u64::MAX, |(e, _)| *e);
         if oldest > seen + 1 {
             return None;
