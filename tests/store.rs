@@ -4,70 +4,15 @@
 //! Redis returns, with the same store object.
 #![allow(clippy::unwrap_used)]
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use std::net::TcpListener;
 
 use reliw::config::RedisConfig;
 use reliw::store::memory::MemoryStore;
 use reliw::store::redis::RedisStore;
 use reliw::store::{Store, StoreError};
-
-/// A private redis-server on loopback; killed on drop.
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start_on(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (installed by cargo xtask setup) starts");
-        let up = reliw_tests::wait_until(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        assert!(up, "redis-server did not listen on {port}");
-        Self { child, port }
-    }
-
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::start_on(port)
-    }
-
-    fn config(&self) -> RedisConfig {
-        RedisConfig {
-            port: self.port,
-            db: 13,
-            timeout: 1.0,
-            ..RedisConfig::default()
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use reliw_tests::redis::RedisServer;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
