@@ -31,6 +31,8 @@ fn site_data() -> Value {
             ["/missing", "lost", true],
             ["/app", "lua", true],
             ["/private", "private", true],
+            ["/limited", "limited", true],
+            ["/vip", "vip", true],
             ["^/%.well%-known/acme%-challenge/", "acme"],
             ["%b()", "untranslatable"]
         ],
@@ -45,6 +47,10 @@ fn site_data() -> Value {
         "RLW:API:site.test:lua": {"methods": {"GET": true}, "file": "app.lua"},
         "RLW:API:site.test:private": {"methods": {"GET": true}, "auth": ["alice"], "file": "index.md"},
         "RLW:API:site.test:acme": {"methods": {"GET": true}},
+        "RLW:API:site.test:limited": {"methods": {"GET": true}, "file": "about.md",
+            "rate_limit": {"GET": {"limit": 3, "period": 60}}},
+        "RLW:API:site.test:vip": {"methods": {"GET": true}, "file": "about.md",
+            "rate_limit": {"GET": {"limit": 1, "period": 60}, "whitelisted_ip": "127.0.0.1"}},
         "RLW:TITLES:site.test": {"/index.md": "Home Page"},
         "RLW:FILES:site.test:/cached.txt": {
             "content": "from the FILES record", "hash": "abc123", "size": "21", "mime": "text/plain", "title": ""
@@ -298,6 +304,18 @@ fn behaves_like_reliw(server: &Server) {
     assert_eq!(get(server, "/a/../../etc/passwd").status, 400);
     assert_eq!(request(server, "GET", "nosuch.test", "/", "").status, 404);
 
+    // Rate limits: a fixed window per (host, method, path, address).
+    for _ in 0..3 {
+        assert_eq!(get(server, "/limited").status, 200);
+    }
+    let limited = get(server, "/limited");
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.header("retry-after"), Some("60"));
+    assert_eq!(request(server, "HEAD", HOST, "/limited", "").status, 200, "per method");
+    for _ in 0..3 {
+        assert_eq!(get(server, "/vip").status, 200, "whitelisted_ip");
+    }
+
     // A site's own template.
     let tpl = request(server, "GET", "tpl.test", "/", "");
     assert!(
@@ -320,7 +338,10 @@ fn behaves_like_reliw(server: &Server) {
     )));
     // Routed errors are counted under the host; WAF refusals and route-less
     // 404s (attacker-chosen hosts) only in the node metrics and `unknown`.
-    assert!(text.contains("code=\"404\"") && text.contains("code=\"500\""), "{text}");
+    assert!(
+        text.contains("code=\"404\"") && text.contains("code=\"500\""),
+        "{text}"
+    );
     assert!(text.contains("reliw_request_duration_seconds_bucket"));
     assert!(text.contains("reliw_waf_hits_total 2"), "{text}");
     let other = Client::connect(server.metrics.unwrap()).get("localhost", "/other");

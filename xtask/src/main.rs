@@ -176,24 +176,71 @@ fn build(root: &Path) -> Result<()> {
     )
 }
 
-/// The site `cargo xtask run` serves: RELIW's defaults (127.0.0.1:8080),
-/// a welcome page under `target/xtask-run/www/__`, the shield on `lo`.
+/// The site `cargo xtask run` serves: the example site in `examples/site`
+/// (RELIW keys in `site.json`, files under `www/__`) on the embedded memory
+/// store, at RELIW's default address, with the metrics listener, and the
+/// XDP shield on `lo` when we may load it (root).
 fn demo_site(root: &Path) -> Result<PathBuf> {
+    let example = root.join("examples/site");
     let dir = root.join("target/xtask-run");
-    let www = dir.join("www/__");
-    std::fs::create_dir_all(&www)?;
-    std::fs::write(www.join("index.html"), include_str!("demo-index.html"))?;
-    let config = dir.join("config.json");
-    let text = serde_json::json!({
-        "data_dir": dir.join("www"),
-        "shield": {"interfaces": ["lo"], "pin_root": "/sys/fs/bpf/reliw"},
+    std::fs::create_dir_all(&dir)?;
+    // The example is written for `localhost`; the same keys also serve
+    // `127.0.0.1`, so both URLs work.
+    let text = std::fs::read_to_string(example.join("site.json"))
+        .context("reading examples/site/site.json")?;
+    let mut keys: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&text).context("examples/site/site.json is not a JSON object")?;
+    let copies: Vec<(String, serde_json::Value)> = keys
+        .iter()
+        .filter(|(k, _)| k.contains(":localhost"))
+        .map(|(k, v)| (k.replace(":localhost", ":127.0.0.1"), v.clone()))
+        .collect();
+    keys.extend(copies);
+    let site_file = dir.join("site.json");
+    std::fs::write(&site_file, serde_json::to_string_pretty(&keys)?)?;
+    let privileged = is_root();
+    let mut config = serde_json::json!({
+        "data_dir": example.join("www"),
+        "store": {"backend": "memory", "site_file": site_file},
+        "site_cache_ttl_ms": 1000,
     });
-    std::fs::write(&config, serde_json::to_string_pretty(&text)?)?;
-    println!(
-        "xtask: serving {} on http://127.0.0.1:8080/ (Ctrl-C stops)",
-        www.display()
-    );
-    Ok(config)
+    if privileged {
+        config["shield"] =
+            serde_json::json!({"interfaces": ["lo"], "pin_root": "/sys/fs/bpf/reliw"});
+    }
+    let path = dir.join("config.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&config)?)?;
+    println!("xtask: the example site from examples/site (Ctrl-C stops). Try:");
+    for (url, what) in [
+        ("http://localhost:8080/", "a markdown page"),
+        ("http://localhost:8080/docs/", "a djot page"),
+        (
+            "http://localhost:8080/css/default.css",
+            "a static asset with an ETag",
+        ),
+        ("http://localhost:8080/members", "a login-protected page"),
+        ("http://localhost:8080/limited", "a rate-limited route"),
+        ("http://localhost:8080/wp-login.php", "a WAF rule (403)"),
+        ("http://127.0.0.1:9101/metrics", "metrics"),
+    ] {
+        println!("  curl -i {url:<42} # {what}");
+    }
+    if privileged {
+        println!("  target/release/reliw shield status                # the XDP shield on lo");
+    } else {
+        println!("xtask: not root, so the XDP shield stays off (run as root to attach it to lo)");
+    }
+    Ok(path)
+}
+
+/// Whether this process runs as root (from /proc, no libc call needed).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    })
 }
 
 fn reliw_binary(root: &Path) -> PathBuf {

@@ -107,11 +107,11 @@ impl Worker {
     pub(crate) async fn handle(
         &self,
         head: &RequestHead,
-        _peer: SocketAddr,
+        peer: SocketAddr,
         _body: BodySink,
         config: &Config,
     ) -> Response {
-        self.site.handle(head, config).await
+        self.site.handle(head, peer.ip(), config).await
     }
 
     /// One access-log line (target `access`).

@@ -22,6 +22,7 @@ pub mod routes;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::hash::Hash;
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -242,14 +243,14 @@ impl Site {
     }
 
     /// The response to `req`.
-    pub async fn handle(&self, req: &RequestHead, config: &Config) -> Response {
+    pub async fn handle(&self, req: &RequestHead, client: IpAddr, config: &Config) -> Response {
         let response = match &self.store {
             None => {
                 let mut files = self.files.borrow_mut();
                 let mut cache = self.file_cache.borrow_mut();
                 static_response(req, &mut files, &mut cache)
             }
-            Some(store) => self.pipeline(store, req, config).await,
+            Some(store) => self.pipeline(store, req, client, config).await,
         };
         if req.method == Method::Head {
             response.without_body()
@@ -258,7 +259,13 @@ impl Site {
         }
     }
 
-    async fn pipeline(&self, store: &Backend, req: &RequestHead, config: &Config) -> Response {
+    async fn pipeline(
+        &self,
+        store: &Backend,
+        req: &RequestHead,
+        client: IpAddr,
+        config: &Config,
+    ) -> Response {
         // 1. Host and path.
         let Some(host) = request_host(req) else {
             tracing::debug!(host = req.host.as_deref(), "invalid host");
@@ -360,8 +367,14 @@ impl Site {
             return r;
         }
 
-        // 8. Rate limit: enforced by the rate-limit stage (LIMITS counters),
-        // which slots in here.
+        // 8. Rate limit.
+        if let Some(retry_after) = self.rate_limited(store, &ctx, &meta, client).await {
+            let mut r = self.error(&ctx, Status::TOO_MANY_REQUESTS).await;
+            r.head
+                .headers
+                .push(("Retry-After", retry_after.to_string()));
+            return r;
+        }
 
         // 9. Content, 10. validators.
         let response = self.content(store, &ctx, &entry_id, &meta).await;
@@ -383,6 +396,50 @@ impl Site {
                     "login/logout entries are not served yet"
                 );
                 Some(Status::NOT_IMPLEMENTED)
+            }
+        }
+    }
+
+    /// RELIW's fixed window: `LIMITS:<host>:<method>:<path>:<ip>` counted
+    /// with INCR (the window set on the first hit), one round trip. The
+    /// address is the socket peer's, never a request header. A store that
+    /// cannot count lets the request through (logged and counted).
+    /// `Some(seconds)`: over the limit, retry after that long.
+    async fn rate_limited(
+        &self,
+        store: &Backend,
+        ctx: &Ctx<'_>,
+        meta: &EntryMeta,
+        client: IpAddr,
+    ) -> Option<u64> {
+        let rl = meta.rate_limit.as_ref()?;
+        let limit = rl.by_method.get(ctx.req.method.as_str())?;
+        let ip = client.to_canonical();
+        if rl
+            .whitelisted
+            .iter()
+            .any(|w| w.parse::<IpAddr>().is_ok_and(|w| w.to_canonical() == ip))
+        {
+            return None;
+        }
+        let key = self.keys.limits(
+            &ctx.host,
+            ctx.req.method.as_str(),
+            ctx.path,
+            &ip.to_string(),
+        );
+        match store
+            .incr_window(&key, Duration::from_secs(limit.period_s))
+            .await
+        {
+            Ok(count) if count > 0 && count as u64 > limit.limit => {
+                self.node.rate_limited.inc();
+                Some(limit.period_s)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                self.store_failed("the rate-limit counter; letting the request through", &e);
+                None
             }
         }
     }

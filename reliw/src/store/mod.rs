@@ -188,6 +188,10 @@ impl Keys {
     pub fn ctl(&self) -> String {
         format!("{}:CTL", self.prefix)
     }
+    /// `P:LIMITS:<host>:<method>:<path>:<ip>`: a rate-limit window.
+    pub fn limits(&self, host: &str, method: &str, path: &str, ip: &str) -> String {
+        format!("{}:LIMITS:{host}:{method}:{path}:{ip}", self.prefix)
+    }
     /// `P:METRICS:<host>:<kind>` (kind: total, by_method, by_request).
     pub fn metrics(&self, host: &str, kind: &str) -> String {
         format!("{}:METRICS:{host}:{kind}", self.prefix)
