@@ -69,12 +69,11 @@ fn start_reliw(
     name: &'static str,
     io: &str,
     sendfile_min: u64,
+    redis_port: Option<u16>,
 ) -> Result<(Running, u16)> {
     let port = free_port()?;
     let config = dir.join(format!("{name}.json"));
-    std::fs::write(
-        &config,
-        serde_json::json!({
+    let mut json = serde_json::json!({
             "ip": "127.0.0.1",
             "port": port,
             "data_dir": www,
@@ -86,9 +85,12 @@ fn start_reliw(
             "sendfile_min_size": sendfile_min,
             "store": {"backend": "static"},
             "metrics": {"disabled": true},
-        })
-        .to_string(),
-    )?;
+    });
+    if let Some(redis_port) = redis_port {
+        json["store"] = serde_json::json!({"backend": "redis"});
+        json["redis"] = serde_json::json!({"host": "127.0.0.1", "port": redis_port, "db": 13});
+    }
+    std::fs::write(&config, json.to_string())?;
     let running = Running {
         child: Command::new("taskset")
             .args(["-c", "0"])
@@ -140,10 +142,27 @@ pub(crate) fn run(
             ("epoll-memory", "epoll", u64::MAX),
             ("epoll-sendfile", "epoll", 16 * 1024),
         ] {
-            servers.push(start_reliw(root, &dir, &www, name, io, sendfile_min)?);
+            servers.push(start_reliw(root, &dir, &www, name, io, sendfile_min, None)?);
         }
     } else {
-        servers.push(start_reliw(root, &dir, &www, "reliw", "auto", 16 * 1024)?);
+        servers.push(start_reliw(root, &dir, &www, "reliw", "auto", 16 * 1024, None)?);
+        // The same files through RELIW's pipeline: a route and an entry in
+        // Redis (read once, then served from the in-process cache).
+        let (redis, redis_port) = start_redis(&dir)?;
+        servers.push((redis, 0));
+        let route = serde_json::json!([["^/", "files"]]).to_string();
+        let entry = serde_json::json!({"methods": {"GET": true}}).to_string();
+        redis_cli(redis_port, &["SET", "RLW:API:127.0.0.1", &route])?;
+        redis_cli(redis_port, &["SET", "RLW:API:127.0.0.1:files", &entry])?;
+        servers.push(start_reliw(
+            root,
+            &dir,
+            &www,
+            "reliw-redis",
+            "auto",
+            16 * 1024,
+            Some(redis_port),
+        )?);
     }
     let nginx_port = free_port()?;
     let nginx_conf = write_nginx_conf(&dir, &www.join("__"), nginx_port)?;
@@ -175,6 +194,9 @@ pub(crate) fn run(
             for k in 0..servers.len() {
                 let which = (k + round) % servers.len();
                 let (server, port) = &servers[which];
+                if *port == 0 {
+                    continue; // a helper (redis), not a server under test
+                }
                 let url = format!("http://127.0.0.1:{port}/{file}");
                 let s = wrk(&url, duration, connections)?;
                 println!(
@@ -190,8 +212,8 @@ pub(crate) fn run(
         }
         let n = median(&samples[nginx_index]);
         let mut entry = serde_json::json!({"file": file, "bytes": size, "nginx": sample_json(&n)});
-        for (i, (server, _)) in servers.iter().enumerate() {
-            if i == nginx_index {
+        for (i, (server, port)) in servers.iter().enumerate() {
+            if i == nginx_index || *port == 0 {
                 continue;
             }
             let r = median(&samples[i]);
@@ -226,6 +248,34 @@ pub(crate) fn run(
     std::fs::write(&out, serde_json::to_string_pretty(&json)?)?;
     println!("\n{table}results: {}", out.display());
     Ok(())
+}
+
+/// A private redis-server for the bench (CPU 1, with wrk: it is not on
+/// the hot path once reliw cached the route).
+fn start_redis(dir: &Path) -> Result<(Running, u16)> {
+    let port = free_port()?;
+    let running = Running {
+        child: Command::new("taskset")
+            .args(["-c", "1", "redis-server", "--port"])
+            .arg(port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("redis.log"))?)
+            .spawn()
+            .context("starting redis-server (cargo xtask setup installs it)")?,
+        name: "redis",
+    };
+    wait_for_port(port, "redis")?;
+    Ok((running, port))
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> Result<()> {
+    crate::run_checked(
+        Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "-n", "13"])
+            .args(args)
+            .stdout(Stdio::null()),
+    )
 }
 
 fn sample_json(s: &Sample) -> serde_json::Value {
