@@ -311,7 +311,11 @@ fn behaves_like_reliw(server: &Server) {
     let limited = get(server, "/limited");
     assert_eq!(limited.status, 429);
     assert_eq!(limited.header("retry-after"), Some("60"));
-    assert_eq!(request(server, "HEAD", HOST, "/limited", "").status, 200, "per method");
+    assert_eq!(
+        request(server, "HEAD", HOST, "/limited", "").status,
+        200,
+        "per method"
+    );
     for _ in 0..3 {
         assert_eq!(get(server, "/vip").status, 200, "whitelisted_ip");
     }

@@ -145,7 +145,15 @@ pub(crate) fn run(
             servers.push(start_reliw(root, &dir, &www, name, io, sendfile_min, None)?);
         }
     } else {
-        servers.push(start_reliw(root, &dir, &www, "reliw", "auto", 16 * 1024, None)?);
+        servers.push(start_reliw(
+            root,
+            &dir,
+            &www,
+            "reliw",
+            "auto",
+            16 * 1024,
+            None,
+        )?);
         // The same files through RELIW's pipeline: a route and an entry in
         // Redis (read once, then served from the in-process cache).
         let (redis, redis_port) = start_redis(&dir)?;
