@@ -40,6 +40,9 @@ pub enum SiteFileError {
     Invalid { path: String, detail: String },
 }
 
+/// Most fields a hash grows to through `hincr_batch`.
+pub const MAX_HASH_FIELDS: usize = 100_000;
+
 /// The in-process store.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
@@ -252,6 +255,13 @@ impl Store for MemoryStore {
             let Data::Hash(h) = &mut entry.data else {
                 return Err(wrong_type(key));
             };
+            // Request counters take client-chosen fields (paths): past a
+            // bound, new fields are not created, so a scanner cannot grow
+            // the process without limit. Redis is bounded by its maxmemory.
+            if h.len() >= MAX_HASH_FIELDS && !h.contains_key(field) {
+                values.push(0);
+                continue;
+            }
             let slot = h.entry(field.clone()).or_insert_with(|| b"0".to_vec());
             let n: i64 = std::str::from_utf8(slot)
                 .ok()
@@ -313,6 +323,27 @@ fn glob(pattern: &str, key: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn counter_hashes_stop_growing_at_the_bound() {
+        use crate::store::Store as _;
+        let store = super::MemoryStore::new();
+        let batch: Vec<(String, String, i64)> = (0..super::MAX_HASH_FIELDS + 10)
+            .map(|i| ("RLW:METRICS:h:by_request".to_owned(), format!("/{i}"), 1))
+            .collect();
+        let rt = tokio::runtime::Builder::new_current_thread().build();
+        let rt = rt.unwrap_or_else(|e| panic!("{e}"));
+        let values = rt.block_on(store.hincr_batch(&batch));
+        let values = values.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            values.iter().filter(|v| **v == 1).count(),
+            super::MAX_HASH_FIELDS
+        );
+        let again = rt.block_on(store.hincr_batch(&batch[..1]));
+        assert_eq!(again.ok(), Some(vec![2]), "existing fields still count");
+        let all = rt.block_on(store.hgetall("RLW:METRICS:h:by_request"));
+        assert_eq!(all.map(|a| a.len()).ok(), Some(super::MAX_HASH_FIELDS));
+    }
+
     #[test]
     fn glob_matches_like_redis_star() {
         use super::glob;
