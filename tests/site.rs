@@ -509,3 +509,29 @@ fn counters_are_flushed_at_shutdown() {
         redis.cmd(&["HGET", "RLW:METRICS:site.test:by_request", "/about"]);
     assert_eq!(by_request, Some(3));
 }
+
+#[test]
+fn redis_down_at_start_is_waited_for() {
+    let site = site_files();
+    // A port with nothing on it yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = json!({
+        "store": {"backend": "redis"},
+        "redis": {"host": "127.0.0.1", "port": port, "db": 13, "timeout": 1.0},
+        "metrics": {"port": 0},
+    });
+    let server = Server::start(&site, config, &[]);
+    let r = get(&server, "/about");
+    assert_eq!(r.status, 503, "no store yet");
+    assert!(r.text().contains("503"), "an error page, not a reset");
+    let redis = RedisServer::start_on(port);
+    redis.load(&site_data());
+    let up = wait_until(Duration::from_secs(10), || {
+        get(&server, "/about").status == 200
+    });
+    assert!(up, "{}", server.log());
+}
