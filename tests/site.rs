@@ -291,11 +291,12 @@ fn behaves_like_reliw(server: &Server) {
     assert_eq!(get(server, "/broken").status, 500, "invalid metadata");
     assert_eq!(get(server, "/nometa").status, 500, "missing metadata");
     assert_eq!(get(server, "/app").status, 501, "Lua pages are not run");
+    let private = get(server, "/private");
     assert_eq!(
-        get(server, "/private").status,
-        401,
+        private.status, 302,
         "protected pages are never served unprotected"
     );
+    assert_eq!(private.header("location"), Some("/login"));
     assert_eq!(get(server, "/x.php").status, 403, "global WAF rule");
     let waf = request(server, "GET", HOST, "/", "User-Agent: sqlmap/1.7\r\n");
     assert_eq!(waf.status, 403, "host WAF rule");

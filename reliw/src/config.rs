@@ -106,6 +106,50 @@ pub struct Config {
     /// are served from the in-process cache before they are re-read
     /// (a message on `P:CTL` drops them at once).
     pub site_cache_ttl_ms: u64,
+    /// Peers (CIDRs) whose client-address header is believed; for everyone
+    /// else the socket peer is the client.
+    pub trusted_proxies: Vec<String>,
+    /// The header trusted proxies name the client in: `x-forwarded-for`
+    /// (right-most address not itself a trusted proxy) or `x-real-ip`.
+    pub client_ip_header: String,
+    pub waf: WafSection,
+    pub rate_limit: RateLimitSection,
+    /// This node's name in ban records and `P:WAFFERS` messages (default:
+    /// the host name).
+    pub node_name: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct WafSection {
+    /// `403` (default) or `reliw-redirect` (RELIW's 301).
+    pub block_response: String,
+}
+
+impl Default for WafSection {
+    fn default() -> Self {
+        Self {
+            block_response: String::from("403"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RateLimitSection {
+    /// When the counter cannot be read: refuse (503) instead of letting
+    /// the request through.
+    pub fail_closed: bool,
+    /// Ban clients that keep hitting 429: `over` denials within `window`
+    /// seconds ban them for `ban_seconds` (default `shield.ban_seconds`).
+    pub ban: Option<RateLimitBan>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct RateLimitBan {
+    pub over: u32,
+    pub window: u64,
+    pub ban_seconds: Option<u64>,
 }
 
 impl Default for Config {
@@ -145,6 +189,11 @@ impl Default for Config {
             shield: ShieldSection::default(),
             store: StoreSection::default(),
             site_cache_ttl_ms: 1000,
+            trusted_proxies: Vec::new(),
+            client_ip_header: String::from("x-forwarded-for"),
+            waf: WafSection::default(),
+            rate_limit: RateLimitSection::default(),
+            node_name: None,
         }
     }
 }
@@ -305,6 +354,11 @@ const TOP_KEYS: &[&str] = &[
     "shield",
     "store",
     "site_cache_ttl_ms",
+    "trusted_proxies",
+    "client_ip_header",
+    "waf",
+    "rate_limit",
+    "node_name",
 ];
 const REDIS_KEYS: &[&str] = &["host", "port", "db", "prefix", "timeout", "ssl", "auth"];
 const METRICS_KEYS: &[&str] = &[
@@ -316,6 +370,8 @@ const METRICS_KEYS: &[&str] = &[
     "flush_ms",
 ];
 const STORE_KEYS: &[&str] = &["backend", "site_file"];
+const WAF_KEYS: &[&str] = &["block_response"];
+const RATE_LIMIT_KEYS: &[&str] = &["fail_closed", "ban"];
 const SHIELD_KEYS: &[&str] = &["interfaces", "mode", "dry_run", "ban_seconds", "pin_root"];
 const SSL_KEYS: &[&str] = &["default", "hosts"];
 
@@ -374,6 +430,8 @@ impl Config {
             ("shield", SHIELD_KEYS),
             ("ssl", SSL_KEYS),
             ("store", STORE_KEYS),
+            ("waf", WAF_KEYS),
+            ("rate_limit", RATE_LIMIT_KEYS),
         ] {
             if let Some(Value::Object(obj)) = top.get(section) {
                 check_keys(section, obj, keys, &mut warnings)?;
@@ -467,6 +525,34 @@ impl Config {
                 "must be between 10 and 3600000",
             ));
         }
+        for (i, cidr) in self.trusted_proxies.iter().enumerate() {
+            if cidr.parse::<crate::shield::addr::Cidr>().is_err() {
+                return Err(invalid(
+                    &format!("trusted_proxies[{i}]"),
+                    format!("'{cidr}' is not an address or CIDR"),
+                ));
+            }
+        }
+        if !["x-forwarded-for", "x-real-ip"].contains(&self.client_ip_header.as_str()) {
+            return Err(invalid(
+                "client_ip_header",
+                "must be x-forwarded-for or x-real-ip",
+            ));
+        }
+        if !["403", "reliw-redirect"].contains(&self.waf.block_response.as_str()) {
+            return Err(invalid(
+                "waf.block_response",
+                "must be \"403\" or \"reliw-redirect\"",
+            ));
+        }
+        if let Some(ban) = &self.rate_limit.ban
+            && (ban.over == 0 || ban.window == 0 || ban.ban_seconds == Some(0))
+        {
+            return Err(invalid(
+                "rate_limit.ban",
+                "over, window and ban_seconds must be greater than 0",
+            ));
+        }
         if self.site_cache_ttl_ms > 3_600_000 {
             return Err(invalid("site_cache_ttl_ms", "must be at most 3600000"));
         }
@@ -513,6 +599,23 @@ impl Config {
     /// Idle keep-alive timeout.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.keepalive_idle_timeout)
+    }
+
+    /// The trusted proxy networks (validated at load).
+    pub fn trusted_proxy_cidrs(&self) -> Vec<crate::shield::addr::Cidr> {
+        self.trusted_proxies
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect()
+    }
+
+    /// This node's name: `node_name`, else the host name.
+    pub fn node(&self) -> String {
+        self.node_name.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| String::from("reliw"))
+        })
     }
 
     /// Whole-body timeout.

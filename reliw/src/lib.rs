@@ -12,7 +12,10 @@
 //! - [`server`]: listeners, workers, connections, signals.
 //! - [`cli`]: the command line (`reliw serve`, `reliw shield ...`).
 
+pub mod auth;
+pub mod bans;
 pub mod cli;
+pub mod client_ip;
 pub mod config;
 pub mod files;
 pub mod http;

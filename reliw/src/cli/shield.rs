@@ -121,6 +121,13 @@ pub(super) fn run(args: ShieldArgs) -> Result<(), String> {
             if !all {
                 listing.bans.retain(|b| !b.expired);
             }
+            let book = crate::bans::read_book(&crate::bans::book_path(&dir));
+            for ban in &mut listing.bans {
+                if let Some(entry) = book.get(&ban.ip) {
+                    ban.origin = Some(entry.node.clone());
+                    ban.rule = entry.rule.clone();
+                }
+            }
             out.print(&listing, || format_listing(&listing));
             Ok(())
         }
@@ -329,7 +336,14 @@ fn format_listing(listing: &Listing) -> String {
             (false, Some(s)) => format!("{} left", human_duration(s)),
             (false, None) => String::from("forever"),
         };
-        lines.push(format!("  {:<40} {:<11} {}", ban.ip, ban.reason, left));
+        let mut line = format!("  {:<40} {:<11} {:<14}", ban.ip, ban.reason, left);
+        if let Some(origin) = &ban.origin {
+            line.push_str(&format!(" from {origin}"));
+        }
+        if let Some(rule) = &ban.rule {
+            line.push_str(&format!(" rule {rule:?}"));
+        }
+        lines.push(line.trim_end().to_owned());
     }
     lines.push(format!("allow ({})", listing.allow.len()));
     lines.extend(listing.allow.iter().map(|r| format!("  {}", r.cidr)));

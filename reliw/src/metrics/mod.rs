@@ -33,6 +33,7 @@ pub struct NodeMetrics {
     pub bytes_sent: Counter,
     pub waf_hits: Counter,
     pub rate_limited: Counter,
+    pub rate_limit_fail_open: Counter,
     pub store_errors: Counter,
     /// Site cache lookups by result (`hit`, `stale`, `miss`).
     pub site_cache: Family<[(&'static str, &'static str); 1], Counter>,
@@ -72,6 +73,12 @@ impl NodeMetrics {
             "Requests refused by a rate limit",
             rate_limited.clone(),
         );
+        let rate_limit_fail_open = Counter::default();
+        registry.register(
+            "rate_limit_fail_open",
+            "Rate-limited requests let through because the counter could not be read",
+            rate_limit_fail_open.clone(),
+        );
         let store_errors = Counter::default();
         registry.register(
             "store_errors",
@@ -91,6 +98,7 @@ impl NodeMetrics {
             bytes_sent,
             waf_hits,
             rate_limited,
+            rate_limit_fail_open,
             store_errors,
             site_cache,
             shield,

@@ -30,6 +30,7 @@ use std::sync::{Arc, RwLock};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tokio::sync::watch;
 
+use crate::bans::{self, Bans};
 use crate::config::Config;
 use crate::metrics::NodeMetrics;
 use crate::shield::{Shield, ShieldOptions};
@@ -90,6 +91,8 @@ pub(crate) struct Shared {
     /// Invalidations of the workers' site caches.
     pub(crate) control: Arc<Control>,
     pub(crate) node: Arc<NodeMetrics>,
+    /// This node's bans (WAF and rate-limit verdicts, and peers').
+    pub(crate) bans: Arc<Bans>,
 }
 
 impl Shared {
@@ -192,8 +195,9 @@ pub fn run(config: Config, config_path: Option<PathBuf>, io: IoMode) -> Result<(
         let _ = writeln!(std::io::stdout(), "metrics on http://{addr}/metrics");
     }
     let control = Arc::new(Control::new());
+    let bans = Arc::new(Bans::new(shield.maps_handle(), shield.pin_dir(), &config));
     if let StoreSpec::Redis(redis) = &store {
-        subscribe_control(redis, Arc::clone(&control))?;
+        subscribe(redis, Arc::clone(&control), Arc::clone(&bans))?;
     }
 
     let shared = Arc::new(Shared {
@@ -203,6 +207,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, io: IoMode) -> Result<(
         store,
         control,
         node,
+        bans,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut threads = Vec::with_capacity(workers);
@@ -270,31 +275,46 @@ fn resolve_io_mode(io: IoMode) -> Result<IoMode, ServerError> {
     }
 }
 
-/// Follows `P:CTL`; after any gap in the subscription the caches are
-/// dropped, since messages sent meanwhile were missed.
-fn subscribe_control(
+/// Follows `P:CTL` (after any gap in the subscription the caches are
+/// dropped, since messages sent meanwhile were missed) and `P:WAFFERS`
+/// (bans decided by other nodes).
+fn subscribe(
     redis: &crate::config::RedisConfig,
     control: Arc<Control>,
+    bans: Arc<Bans>,
 ) -> Result<(), ServerError> {
-    let channel = crate::store::Keys::new(&redis.prefix).ctl();
-    crate::store::subscriber::spawn(redis.clone(), vec![channel], move |event| match event {
-        crate::store::subscriber::Event::Subscribed => control.invalidate(control::Scope::All),
-        crate::store::subscriber::Event::Message { channel, payload } => {
-            match control::parse_message(payload) {
-                Ok(scope) => {
-                    tracing::info!(channel, ?scope, "control: dropping cached site data");
-                    control.invalidate(scope);
+    use crate::store::subscriber::{Event, spawn};
+    let keys = crate::store::Keys::new(&redis.prefix);
+    let (ctl, waffers) = (keys.ctl(), keys.waffers());
+    let channels = vec![ctl.clone(), waffers.clone()];
+    spawn(redis.clone(), channels, move |event| match event {
+        Event::Subscribed => control.invalidate(control::Scope::All),
+        Event::Message { channel, payload } if channel == waffers => {
+            match bans::Notice::parse(payload, bans.default_seconds) {
+                Ok(notice) => {
+                    bans.apply(&notice);
                 }
                 Err(e) => tracing::warn!(
                     channel,
                     message = %String::from_utf8_lossy(payload),
-                    "control: ignored message: {e}"
+                    "ignored ban message: {e}"
                 ),
             }
         }
+        Event::Message { channel, payload } => match control::parse_message(payload) {
+            Ok(scope) => {
+                tracing::info!(channel, ?scope, "control: dropping cached site data");
+                control.invalidate(scope);
+            }
+            Err(e) => tracing::warn!(
+                channel,
+                message = %String::from_utf8_lossy(payload),
+                "control: ignored message: {e}"
+            ),
+        },
     })
     .map_err(|source| ServerError::Setup {
-        what: "starting the control channel subscriber",
+        what: "starting the Redis subscriber",
         source,
     })
 }

@@ -28,15 +28,24 @@ pub(crate) struct Worker {
     active: Cell<usize>,
 }
 
-/// Receives a request body in pieces. Static files take no body, so it only
-/// counts; the site layer will hand pieces on to proxies and forms.
+/// Receives a request body in pieces: counts it, and keeps the first
+/// [`crate::auth::FORM_LIMIT`] bytes for forms (login); a longer body is
+/// marked as such, never buffered whole.
 pub(crate) struct BodySink {
     pub(crate) bytes: u64,
+    kept: crate::site::RequestBody,
 }
 
 impl BodySink {
     pub(crate) fn piece(&mut self, data: &[u8]) {
         self.bytes += data.len() as u64;
+        let room = crate::auth::FORM_LIMIT.saturating_sub(self.kept.data.len());
+        if data.len() > room {
+            self.kept.overflow = true;
+        }
+        self.kept
+            .data
+            .extend_from_slice(&data[..data.len().min(room)]);
     }
 }
 
@@ -60,6 +69,7 @@ impl Worker {
             &config,
             Arc::clone(&shared.control),
             Arc::clone(&shared.node),
+            Arc::clone(&shared.bans),
             FileCache::new(limits),
         );
         Self {
@@ -101,17 +111,20 @@ impl Worker {
     }
 
     pub(crate) fn body_sink(&self, _head: &RequestHead) -> BodySink {
-        BodySink { bytes: 0 }
+        BodySink {
+            bytes: 0,
+            kept: crate::site::RequestBody::default(),
+        }
     }
 
     pub(crate) async fn handle(
         &self,
         head: &RequestHead,
         peer: SocketAddr,
-        _body: BodySink,
+        body: BodySink,
         config: &Config,
     ) -> Response {
-        self.site.handle(head, peer.ip(), config).await
+        self.site.handle(head, peer.ip(), &body.kept, config).await
     }
 
     /// One access-log line (target `access`).
@@ -133,6 +146,17 @@ impl Worker {
         if !tracing::enabled!(target: "access", tracing::Level::INFO) {
             return;
         }
+        let client = match request {
+            Some((req, _)) if !config.trusted_proxies.is_empty() => {
+                crate::client_ip::client_address(
+                    peer.ip(),
+                    req,
+                    &config.trusted_proxy_cidrs(),
+                    &config.client_ip_header,
+                )
+            }
+            _ => peer.ip().to_canonical(),
+        };
         let (vhost, method, path, forwarded_for, duration, headers) = match request {
             Some((req, started)) => {
                 let mut headers = String::new();
@@ -167,7 +191,8 @@ impl Worker {
             status = status.code(),
             bytes,
             duration_us = duration.as_micros() as u64,
-            client_ip = %peer.ip(),
+            client_ip = %client,
+            peer = %peer.ip(),
             forwarded_for,
             request_no = served,
             headers = headers.trim_end(),

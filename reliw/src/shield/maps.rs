@@ -116,6 +116,13 @@ pub struct BanRecord {
     pub banned_at_unix: u64,
     /// Expired bans still in the map (the sweeper removes them).
     pub expired: bool,
+    /// The node that decided the ban, from the ban book (`None`: unknown,
+    /// e.g. a manual ban from the CLI).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// The WAF rule behind the ban, from the ban book.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 /// One allow or deny rule.
@@ -384,6 +391,8 @@ fn ban_record(addr: &Addr, entry: &BanEntry, now: u64) -> BanRecord {
         expires_at_unix: (!permanent).then(|| clock::monotonic_to_unix_seconds(entry.expires_ns)),
         banned_at_unix: clock::monotonic_to_unix_seconds(entry.banned_ns),
         expired: !permanent && entry.expires_ns <= now,
+        origin: None,
+        rule: None,
     }
 }
 

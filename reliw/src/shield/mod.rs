@@ -18,7 +18,7 @@ pub mod loader;
 pub mod maps;
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -327,6 +327,11 @@ impl Shield {
             })
             .map_err(loader::program_error)?;
         Ok(Some((result.return_value, result.duration)))
+    }
+
+    /// Where the maps are pinned (`None` when disabled or unpinned).
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.active.as_ref().and_then(|a| a.pin_dir.as_deref())
     }
 
     /// The map handle, for readers on other threads (the metrics listener).

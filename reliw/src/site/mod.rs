@@ -34,6 +34,8 @@ use self::content::{Blob, Name};
 use self::control::Control;
 use self::meta::{Auth, EntryMeta};
 use self::routes::Routes;
+use crate::auth;
+use crate::bans::Bans;
 use crate::config::Config;
 use crate::files::cache::{Content, FileCache};
 use crate::files::respond::{BodyPlan, DEFAULT_CACHE_CONTROL, plan};
@@ -56,6 +58,14 @@ pub enum Body {
         start: u64,
         len: u64,
     },
+}
+
+/// What the site sees of a request body: its first bytes (enough for a
+/// login form) and whether there was more.
+#[derive(Clone, Debug, Default)]
+pub struct RequestBody {
+    pub data: Vec<u8>,
+    pub overflow: bool,
 }
 
 /// A response: head and body.
@@ -170,6 +180,15 @@ fn file_response(
 /// How long `FILES` records live in the store (RELIW's hour).
 const FILES_TTL: Duration = Duration::from_secs(3600);
 
+/// The rate-limit step's verdict.
+enum Limit {
+    Pass,
+    /// Over the limit: retry after this many seconds.
+    Over(u64),
+    /// The counter could not be read and the config says fail closed.
+    Unknown(StoreError),
+}
+
 /// Logs at most once a second (store outages would otherwise log per request).
 struct Throttle(Cell<Option<Instant>>);
 
@@ -194,11 +213,13 @@ pub struct Site {
     keys: Keys,
     control: Arc<Control>,
     node: Arc<NodeMetrics>,
+    bans: Arc<Bans>,
     cache: RefCell<SiteCache>,
     files: RefCell<Files>,
     file_cache: RefCell<FileCache>,
     pub counts: RefCell<RequestCounts>,
     store_log: Throttle,
+    fail_open_log: Throttle,
 }
 
 /// Where a request stands after routing, for metrics and error pages.
@@ -207,6 +228,8 @@ struct Ctx<'a> {
     config: &'a Config,
     host: String,
     path: &'a str,
+    /// The client address (the socket peer, or what a trusted proxy said).
+    client: IpAddr,
     /// Set once a route matched (RELIW counts route-less 404s apart).
     routed: bool,
     meta: Option<Rc<EntryMeta>>,
@@ -218,6 +241,7 @@ impl Site {
         config: &Config,
         control: Arc<Control>,
         node: Arc<NodeMetrics>,
+        bans: Arc<Bans>,
         file_cache: FileCache,
     ) -> Self {
         let workers = config.workers.max(1) as u64;
@@ -234,7 +258,9 @@ impl Site {
             keys,
             control,
             node,
+            bans,
             store_log: Throttle(Cell::new(None)),
+            fail_open_log: Throttle(Cell::new(None)),
         }
     }
 
@@ -243,14 +269,32 @@ impl Site {
     }
 
     /// The response to `req`.
-    pub async fn handle(&self, req: &RequestHead, client: IpAddr, config: &Config) -> Response {
+    pub async fn handle(
+        &self,
+        req: &RequestHead,
+        peer: IpAddr,
+        body: &RequestBody,
+        config: &Config,
+    ) -> Response {
         let response = match &self.store {
             None => {
                 let mut files = self.files.borrow_mut();
                 let mut cache = self.file_cache.borrow_mut();
                 static_response(req, &mut files, &mut cache)
             }
-            Some(store) => self.pipeline(store, req, client, config).await,
+            Some(store) => {
+                let client = if config.trusted_proxies.is_empty() {
+                    peer.to_canonical()
+                } else {
+                    crate::client_ip::client_address(
+                        peer,
+                        req,
+                        &config.trusted_proxy_cidrs(),
+                        &config.client_ip_header,
+                    )
+                };
+                self.pipeline(store, req, client, body, config).await
+            }
         };
         if req.method == Method::Head {
             response.without_body()
@@ -264,6 +308,7 @@ impl Site {
         store: &Backend,
         req: &RequestHead,
         client: IpAddr,
+        body: &RequestBody,
         config: &Config,
     ) -> Response {
         // 1. Host and path.
@@ -282,6 +327,7 @@ impl Site {
             config,
             host,
             path,
+            client,
             routed: false,
             meta: None,
         };
@@ -297,8 +343,23 @@ impl Site {
                         path = req.target,
                         rule = hit.rule,
                         target = hit.target,
+                        client = %client,
                         "blocked by WAF"
                     );
+                    let notice =
+                        self.bans
+                            .verdict(client, "waf", Some(hit.rule), config.shield.ban_seconds);
+                    self.publish_ban(store, notice).await;
+                    if config.waf.block_response == "reliw-redirect" {
+                        // RELIW's answer, for operators whose tooling expects it.
+                        let mut head = ResponseHead::new(Status::MOVED_PERMANENTLY)
+                            .header("Location", "http://127.0.0.1/Fuck_Off");
+                        head.content_length = 0;
+                        return Response {
+                            head,
+                            body: Body::Empty,
+                        };
+                    }
                     return self.error(&ctx, Status::FORBIDDEN).await;
                 }
             }
@@ -356,8 +417,26 @@ impl Site {
         ctx.meta = Some(Rc::clone(&meta));
 
         // 6. Auth.
-        if let Some(status) = self.authorize(&ctx, &meta) {
-            return self.error(&ctx, status).await;
+        match &meta.auth {
+            None => {}
+            Some(Auth::Login) => return self.login(store, &ctx, body).await,
+            Some(Auth::Logout) => return self.logout(store, &ctx).await,
+            Some(Auth::Users(users)) => match self.session_user(store, &ctx).await {
+                Ok(Some(user)) if users.contains(&user) => {}
+                Ok(_) => {
+                    self.count(&ctx, Status::FOUND);
+                    let mut head = ResponseHead::new(Status::FOUND)
+                        .header("Location", "/login")
+                        .header("Set-Cookie", auth::redirect_cookie(&req.target))
+                        .header("Cache-Control", "no-store");
+                    head.content_length = 0;
+                    return Response {
+                        head,
+                        body: Body::Empty,
+                    };
+                }
+                Err(e) => return self.unavailable(&ctx, "session", &e).await,
+            },
         }
 
         // 7. Methods.
@@ -368,12 +447,22 @@ impl Site {
         }
 
         // 8. Rate limit.
-        if let Some(retry_after) = self.rate_limited(store, &ctx, &meta, client).await {
-            let mut r = self.error(&ctx, Status::TOO_MANY_REQUESTS).await;
-            r.head
-                .headers
-                .push(("Retry-After", retry_after.to_string()));
-            return r;
+        match self.rate_limited(store, &ctx, &meta, client).await {
+            Limit::Pass => {}
+            Limit::Over(retry_after) => {
+                if let Some(seconds) = self.bans.strike(client) {
+                    let notice = self.bans.verdict(client, "rate_limit", None, seconds);
+                    self.publish_ban(store, notice).await;
+                }
+                let mut r = self.error(&ctx, Status::TOO_MANY_REQUESTS).await;
+                r.head
+                    .headers
+                    .push(("Retry-After", retry_after.to_string()));
+                return r;
+            }
+            Limit::Unknown(e) => {
+                return self.unavailable(&ctx, "the rate-limit counter", &e).await;
+            }
         }
 
         // 9. Content, 10. validators.
@@ -382,21 +471,147 @@ impl Site {
         response
     }
 
-    /// Entries with `auth` need sessions, which this stage does not have
-    /// yet: protected pages are refused (never served unprotected), and
-    /// the login and logout entries answer 501.
-    fn authorize(&self, ctx: &Ctx<'_>, meta: &EntryMeta) -> Option<Status> {
-        match &meta.auth {
-            None => None,
-            Some(Auth::Users(_)) => Some(Status::UNAUTHORIZED),
-            Some(Auth::Login | Auth::Logout) => {
-                tracing::warn!(
-                    vhost = ctx.host,
-                    path = ctx.path,
-                    "login/logout entries are not served yet"
-                );
-                Some(Status::NOT_IMPLEMENTED)
+    /// Publishes a ban on `P:WAFFERS` for the other nodes.
+    async fn publish_ban(&self, store: &Backend, notice: Option<crate::bans::Notice>) {
+        let Some(notice) = notice else { return };
+        if let Err(e) = store
+            .publish(&self.keys.waffers(), notice.to_json().as_bytes())
+            .await
+        {
+            self.store_failed("P:WAFFERS (publish)", &e);
+        }
+    }
+
+    /// The logged-in user of this request, if its session is valid and the
+    /// user still exists.
+    async fn session_user(
+        &self,
+        store: &Backend,
+        ctx: &Ctx<'_>,
+    ) -> Result<Option<String>, StoreError> {
+        let Some(token) =
+            auth::cookie(ctx.req, auth::SESSION_COOKIE).filter(|t| auth::plausible_token(t))
+        else {
+            return Ok(None);
+        };
+        let Some(user) = store.get(&self.keys.session(&ctx.host, token)).await? else {
+            return Ok(None);
+        };
+        let user = String::from_utf8_lossy(&user).into_owned();
+        Ok(store
+            .hget(&self.keys.users(&ctx.host), &user)
+            .await?
+            .map(|_| user))
+    }
+
+    /// The login entry: GET shows the form, POST checks it. Every failure
+    /// (unknown user, wrong password, empty, malformed or oversized body)
+    /// is a 401, never an error.
+    async fn login(&self, store: &Backend, ctx: &Ctx<'_>, body: &RequestBody) -> Response {
+        match ctx.req.method {
+            Method::Get | Method::Head => {
+                let template = self.template(store, &ctx.host).await.ok().flatten();
+                let template = template.as_deref().unwrap_or(Template::builtin());
+                let html = template.render(|name| match name {
+                    "title" => Some("Log in"),
+                    "css_file" => Some(page::DEFAULT_CSS),
+                    "favicon_file" => Some(page::DEFAULT_FAVICON),
+                    "class" => Some("login"),
+                    "content" => Some(auth::LOGIN_FORM),
+                    _ => None,
+                });
+                self.count(ctx, Status::OK);
+                let mut r =
+                    Response::bytes(Status::OK, "text/html; charset=utf-8", Bytes::from(html));
+                r.head
+                    .headers
+                    .push(("Cache-Control", String::from("no-store")));
+                r
             }
+            Method::Post => {
+                let form = (!body.overflow)
+                    .then(|| auth::parse_form(&body.data))
+                    .flatten();
+                let creds = form.as_ref().and_then(|f| {
+                    let login = f.get("login").filter(|l| !l.is_empty())?;
+                    let password = f.get("password").filter(|p| !p.is_empty())?;
+                    Some((login.as_str(), password.as_str()))
+                });
+                let Some((login, password)) = creds else {
+                    tracing::info!(vhost = ctx.host, client = %ctx.client, "login refused: no usable form");
+                    return self.error(ctx, Status::UNAUTHORIZED).await;
+                };
+                let record = match store.hget(&self.keys.users(&ctx.host), login).await {
+                    Ok(r) => r,
+                    Err(e) => return self.unavailable(ctx, "users", &e).await,
+                };
+                // An unknown user costs the same HMAC as a known one.
+                let ok = match &record {
+                    Some(r) => auth::password_matches(r, password),
+                    None => {
+                        auth::password_matches(br#"{"pass":"00","salt":"-"}"#, password);
+                        false
+                    }
+                };
+                if !ok {
+                    tracing::info!(vhost = ctx.host, client = %ctx.client, user = login, "login refused");
+                    return self.error(ctx, Status::UNAUTHORIZED).await;
+                }
+                let Some(token) = auth::new_token() else {
+                    tracing::error!("no randomness for a session token");
+                    return self.error(ctx, Status::INTERNAL_SERVER_ERROR).await;
+                };
+                let key = self.keys.session(&ctx.host, &token);
+                if let Err(e) = store
+                    .set_with_ttl(&key, login.as_bytes(), auth::SESSION_TTL)
+                    .await
+                {
+                    return self.unavailable(ctx, "sessions", &e).await;
+                }
+                tracing::info!(vhost = ctx.host, client = %ctx.client, user = login, "logged in");
+                let target = auth::redirect_target(auth::cookie(ctx.req, auth::REDIRECT_COOKIE));
+                self.count(ctx, Status::SEE_OTHER);
+                let [_, expire_redirect] = auth::expired_cookies();
+                let mut head = ResponseHead::new(Status::SEE_OTHER)
+                    .header("Location", target)
+                    .header("Set-Cookie", auth::session_cookie(&token))
+                    .header("Set-Cookie", expire_redirect)
+                    .header("Cache-Control", "no-store");
+                head.content_length = 0;
+                Response {
+                    head,
+                    body: Body::Empty,
+                }
+            }
+            _ => {
+                let mut r = self.error(ctx, Status::METHOD_NOT_ALLOWED).await;
+                r.head
+                    .headers
+                    .push(("Allow", String::from("GET, HEAD, POST")));
+                r
+            }
+        }
+    }
+
+    /// The logout entry: the session ends, both cookies expire, 303 to `/`.
+    async fn logout(&self, store: &Backend, ctx: &Ctx<'_>) -> Response {
+        if let Some(token) =
+            auth::cookie(ctx.req, auth::SESSION_COOKIE).filter(|t| auth::plausible_token(t))
+            && let Err(e) = store.del(&self.keys.session(&ctx.host, token)).await
+        {
+            return self.unavailable(ctx, "sessions", &e).await;
+        }
+        self.count(ctx, Status::SEE_OTHER);
+        let [session, redirect] = auth::expired_cookies();
+        let mut head = ResponseHead::new(Status::SEE_OTHER)
+            .header("Location", "/")
+            .header("Set-Cookie", session)
+            .header("Set-Cookie", redirect)
+            .header("Cache-Control", "no-store");
+        head.content_length = 0;
+        Response {
+            head,
+            body: Body::Empty,
         }
     }
 
@@ -404,23 +619,26 @@ impl Site {
     /// with INCR (the window set on the first hit), one round trip. The
     /// address is the socket peer's, never a request header. A store that
     /// cannot count lets the request through (logged and counted).
-    /// `Some(seconds)`: over the limit, retry after that long.
     async fn rate_limited(
         &self,
         store: &Backend,
         ctx: &Ctx<'_>,
         meta: &EntryMeta,
         client: IpAddr,
-    ) -> Option<u64> {
-        let rl = meta.rate_limit.as_ref()?;
-        let limit = rl.by_method.get(ctx.req.method.as_str())?;
+    ) -> Limit {
+        let Some(rl) = meta.rate_limit.as_ref() else {
+            return Limit::Pass;
+        };
+        let Some(limit) = rl.by_method.get(ctx.req.method.as_str()) else {
+            return Limit::Pass;
+        };
         let ip = client.to_canonical();
         if rl
             .whitelisted
             .iter()
             .any(|w| w.parse::<IpAddr>().is_ok_and(|w| w.to_canonical() == ip))
         {
-            return None;
+            return Limit::Pass;
         }
         let key = self.keys.limits(
             &ctx.host,
@@ -434,12 +652,17 @@ impl Site {
         {
             Ok(count) if count > 0 && count as u64 > limit.limit => {
                 self.node.rate_limited.inc();
-                Some(limit.period_s)
+                Limit::Over(limit.period_s)
             }
-            Ok(_) => None,
+            Ok(_) => Limit::Pass,
+            Err(e) if ctx.config.rate_limit.fail_closed => Limit::Unknown(e),
             Err(e) => {
-                self.store_failed("the rate-limit counter; letting the request through", &e);
-                None
+                self.node.rate_limit_fail_open.inc();
+                self.node.store_errors.inc();
+                if self.fail_open_log.ready() {
+                    tracing::warn!(error = %e, "store: cannot count a rate limit; letting the request through");
+                }
+                Limit::Pass
             }
         }
     }

@@ -184,6 +184,18 @@ impl Keys {
     pub fn waf(&self) -> String {
         format!("{}:WAF", self.prefix)
     }
+    /// `P:WAFFERS`: bans for every node.
+    pub fn waffers(&self) -> String {
+        format!("{}:WAFFERS", self.prefix)
+    }
+    /// `P:SESSIONS:<host>:<token>` → user.
+    pub fn session(&self, host: &str, token: &str) -> String {
+        format!("{}:SESSIONS:{host}:{token}", self.prefix)
+    }
+    /// `P:USERS:<host>`: user → password record.
+    pub fn users(&self, host: &str) -> String {
+        format!("{}:USERS:{host}", self.prefix)
+    }
     /// `P:CTL`: the control channel.
     pub fn ctl(&self) -> String {
         format!("{}:CTL", self.prefix)

@@ -4,7 +4,9 @@
 //! 503 for the requests that need it, never a stuck or dead worker. When
 //! Redis comes back, the next call succeeds without a restart.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, RedisError};
@@ -17,6 +19,40 @@ use crate::config::RedisConfig;
 pub struct RedisStore {
     manager: ConnectionManager,
     timeout: Duration,
+    breaker: Arc<Breaker>,
+}
+
+/// After a connection failure, calls fail at once for [`Breaker::PAUSE`]
+/// instead of each waiting out the timeout while Redis is down; one call
+/// per pause probes again. So an outage costs cached pages nothing and
+/// uncached ones a fast 503.
+#[derive(Default)]
+struct Breaker {
+    /// Milliseconds since `epoch` until which calls fail fast (0: closed).
+    open_until_ms: AtomicU64,
+    epoch: std::sync::OnceLock<Instant>,
+}
+
+impl Breaker {
+    const PAUSE: Duration = Duration::from_millis(500);
+
+    fn now_ms(&self) -> u64 {
+        let epoch = self.epoch.get_or_init(Instant::now);
+        u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn is_open(&self) -> bool {
+        self.now_ms() < self.open_until_ms.load(Ordering::Relaxed)
+    }
+
+    fn trip(&self) {
+        let until = self.now_ms() + Self::PAUSE.as_millis() as u64;
+        self.open_until_ms.store(until, Ordering::Relaxed);
+    }
+
+    fn reset(&self) {
+        self.open_until_ms.store(0, Ordering::Relaxed);
+    }
 }
 
 impl RedisStore {
@@ -32,17 +68,16 @@ impl RedisStore {
             .set_max_delay(Duration::from_secs(2));
         let manager =
             ConnectionManager::new_lazy_with_config(client, manager_config).map_err(backend)?;
-        Ok(Self { manager, timeout })
+        Ok(Self {
+            manager,
+            timeout,
+            breaker: Arc::new(Breaker::default()),
+        })
     }
 
     async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
         let mut con = self.manager.clone();
-        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut con)).await {
-            Ok(r) => r.map_err(classify),
-            Err(_) => Err(StoreError::Unavailable(String::from(
-                "redis call timed out",
-            ))),
-        }
+        self.guarded(cmd.query_async::<T>(&mut con)).await
     }
 
     async fn run_pipe<T: redis::FromRedisValue>(
@@ -50,12 +85,30 @@ impl RedisStore {
         pipe: &redis::Pipeline,
     ) -> Result<T, StoreError> {
         let mut con = self.manager.clone();
-        match tokio::time::timeout(self.timeout, pipe.query_async::<T>(&mut con)).await {
+        self.guarded(pipe.query_async::<T>(&mut con)).await
+    }
+
+    /// A call with the timeout and the breaker around it.
+    async fn guarded<T>(
+        &self,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        if self.breaker.is_open() {
+            return Err(StoreError::Unavailable(String::from(
+                "redis is unreachable (retrying every 500 ms)",
+            )));
+        }
+        let result = match tokio::time::timeout(self.timeout, call).await {
             Ok(r) => r.map_err(classify),
             Err(_) => Err(StoreError::Unavailable(String::from(
                 "redis call timed out",
             ))),
+        };
+        match &result {
+            Err(StoreError::Unavailable(_)) => self.breaker.trip(),
+            _ => self.breaker.reset(),
         }
+        result
     }
 }
 

@@ -1,0 +1,375 @@
+//! Where an L7 verdict becomes an L3 drop: a WAF hit or a client that
+//! keeps hitting rate limits is banned in this node's XDP shield, and the
+//! ban is published on `P:WAFFERS` so every node's shield drops it too.
+//!
+//! `P:WAFFERS` messages (the payload of a PUBLISH), JSON:
+//!
+//! ```json
+//! {"ip": "198.18.0.7", "reason": "waf", "rule": "%.php$", "node": "edge-1", "seconds": 600}
+//! ```
+//!
+//! `reason` is `waf` or `rate_limit` (or `manual`), `rule` is optional,
+//! `node` names the node that decided, `seconds` is the ban length. A bare
+//! address (what RELIW publishes) is a WAF ban of the default length from
+//! an unknown node. A node ignores its own messages; a ban it already holds
+//! is only ever extended, never shortened.
+//!
+//! Never banned, with a log line saying why: loopback and unspecified
+//! addresses, this node's own addresses, and the shield's allow CIDRs.
+//!
+//! The kernel map keeps address, reason code and expiry; the rest (origin
+//! node, rule) is kept in a small JSON "ban book" next to it
+//! ([`book_path`]), which `reliw shield list` joins in.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::shield::maps::ShieldMaps;
+
+/// A ban as published on `P:WAFFERS`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    pub ip: IpAddr,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(default)]
+    pub node: String,
+    pub seconds: u64,
+}
+
+impl Notice {
+    /// Parses a message: JSON as above, or a bare address.
+    pub fn parse(payload: &[u8], default_seconds: u64) -> Result<Self, String> {
+        let text = std::str::from_utf8(payload)
+            .map_err(|_| String::from("not UTF-8"))?
+            .trim();
+        if let Ok(ip) = text.parse::<IpAddr>() {
+            return Ok(Self {
+                ip: ip.to_canonical(),
+                reason: String::from("waf"),
+                rule: None,
+                node: String::new(),
+                seconds: default_seconds,
+            });
+        }
+        let mut notice: Self = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        if notice.seconds == 0 {
+            return Err(String::from("seconds must be greater than 0"));
+        }
+        notice.ip = notice.ip.to_canonical();
+        Ok(notice)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// What became of a ban.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// In the shield now (`extended`: it was there already and now lasts longer).
+    Banned { extended: bool },
+    /// Already banned for at least as long.
+    AlreadyBanned,
+    /// Not banned, and why.
+    Refused(&'static str),
+    /// The shield is not running (logged once at start).
+    NoShield,
+}
+
+/// Extra facts about a ban, kept beside the kernel map.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BookEntry {
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    pub node: String,
+    pub expires_at_unix: u64,
+}
+
+/// The ban book of the shield pinned at `pin_dir`.
+pub fn book_path(pin_dir: &Path) -> PathBuf {
+    let name: String = pin_dir
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    PathBuf::from("/run/reliw").join(format!("{}.bans.json", name.trim_matches('_')))
+}
+
+/// Reads a ban book (empty if there is none).
+pub fn read_book(path: &Path) -> HashMap<IpAddr, BookEntry> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Most entries the book keeps (the kernel map holds 65k bans; the book
+/// is for people).
+const BOOK_CAP: usize = 10_000;
+
+/// Repeated 429s per client, for escalation.
+struct Strikes {
+    window: Duration,
+    over: u32,
+    seconds: u64,
+    seen: HashMap<IpAddr, (Instant, u32)>,
+}
+
+/// This node's bans. Shared by every worker and the `P:WAFFERS` subscriber.
+pub struct Bans {
+    maps: Option<Arc<Mutex<ShieldMaps>>>,
+    node: String,
+    pub default_seconds: u64,
+    book: Mutex<HashMap<IpAddr, BookEntry>>,
+    book_path: Option<PathBuf>,
+    strikes: Option<Mutex<Strikes>>,
+}
+
+fn unix_now() -> u64 {
+    crate::shield::clock::unix_seconds()
+}
+
+impl Bans {
+    pub fn new(
+        maps: Option<Arc<Mutex<ShieldMaps>>>,
+        pin_dir: Option<&Path>,
+        config: &crate::config::Config,
+    ) -> Self {
+        let book_path = pin_dir.map(book_path);
+        let book = book_path.as_deref().map(read_book).unwrap_or_default();
+        let strikes = config.rate_limit.ban.as_ref().map(|b| {
+            Mutex::new(Strikes {
+                window: Duration::from_secs(b.window),
+                over: b.over,
+                seconds: b.ban_seconds.unwrap_or(config.shield.ban_seconds),
+                seen: HashMap::new(),
+            })
+        });
+        Self {
+            maps,
+            node: config.node(),
+            default_seconds: config.shield.ban_seconds,
+            book: Mutex::new(book),
+            book_path,
+            strikes,
+        }
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Why `ip` must never be banned, if it must not.
+    fn protected(&self, ip: IpAddr, maps: &ShieldMaps) -> Option<&'static str> {
+        if ip.is_loopback() || ip.is_unspecified() {
+            return Some("loopback or unspecified address");
+        }
+        // Binding succeeds only for addresses of this host.
+        if std::net::UdpSocket::bind((ip, 0)).is_ok() {
+            return Some("one of this node's own addresses");
+        }
+        if maps.is_allowed(ip).unwrap_or(false) {
+            return Some("in the shield's allow list");
+        }
+        None
+    }
+
+    /// Bans `ip` for `seconds` in this node's shield (never shortening a
+    /// ban it has), and records why.
+    fn ban(
+        &self,
+        ip: IpAddr,
+        reason: &str,
+        rule: Option<&str>,
+        node: &str,
+        seconds: u64,
+    ) -> Outcome {
+        let ip = ip.to_canonical();
+        let Some(maps) = &self.maps else {
+            return Outcome::NoShield;
+        };
+        let mut maps = maps.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(why) = self.protected(ip, &maps) {
+            tracing::warn!(%ip, reason, "not banning {ip}: {why}");
+            return Outcome::Refused(why);
+        }
+        let existing = maps.ban_of(ip).ok().flatten().filter(|b| !b.expired);
+        if let Some(b) = &existing
+            && b.expires_in_s.is_none_or(|left| left >= seconds)
+        {
+            return Outcome::AlreadyBanned;
+        }
+        let code = reliw_common::reason::from_name(reason).unwrap_or(reliw_common::reason::WAF);
+        if let Err(e) = maps.ban(ip, Some(Duration::from_secs(seconds)), code) {
+            tracing::error!(%ip, error = %e, "shield ban failed");
+            return Outcome::Refused("the shield map refused it");
+        }
+        drop(maps);
+        self.record(
+            ip,
+            BookEntry {
+                reason: reason.to_owned(),
+                rule: rule.map(str::to_owned),
+                node: node.to_owned(),
+                expires_at_unix: unix_now() + seconds,
+            },
+        );
+        Outcome::Banned {
+            extended: existing.is_some(),
+        }
+    }
+
+    /// A verdict of this node; the notice to publish when it banned.
+    pub fn verdict(
+        &self,
+        ip: IpAddr,
+        reason: &str,
+        rule: Option<&str>,
+        seconds: u64,
+    ) -> Option<Notice> {
+        let outcome = self.ban(ip, reason, rule, &self.node, seconds);
+        match outcome {
+            Outcome::Banned { .. } => {
+                tracing::warn!(%ip, reason, rule, seconds, "banned in the shield");
+                Some(Notice {
+                    ip: ip.to_canonical(),
+                    reason: reason.to_owned(),
+                    rule: rule.map(str::to_owned),
+                    node: self.node.clone(),
+                    seconds,
+                })
+            }
+            // Still tell the fleet: another node may not have it yet.
+            Outcome::AlreadyBanned | Outcome::NoShield => Some(Notice {
+                ip: ip.to_canonical(),
+                reason: reason.to_owned(),
+                rule: rule.map(str::to_owned),
+                node: self.node.clone(),
+                seconds,
+            }),
+            Outcome::Refused(_) => None,
+        }
+    }
+
+    /// A notice heard on `P:WAFFERS`.
+    pub fn apply(&self, notice: &Notice) -> Option<Outcome> {
+        if notice.node == self.node {
+            return None;
+        }
+        let origin = if notice.node.is_empty() {
+            "unknown"
+        } else {
+            notice.node.as_str()
+        };
+        let outcome = self.ban(
+            notice.ip,
+            &notice.reason,
+            notice.rule.as_deref(),
+            origin,
+            notice.seconds,
+        );
+        if let Outcome::Banned { extended } = outcome {
+            tracing::info!(ip = %notice.ip, origin, reason = notice.reason, extended, "banned on a peer's verdict");
+        }
+        Some(outcome)
+    }
+
+    /// Counts a 429 for `ip`; `Some(seconds)` when it crossed the
+    /// escalation threshold and should be banned.
+    pub fn strike(&self, ip: IpAddr) -> Option<u64> {
+        let mut s = self
+            .strikes
+            .as_ref()?
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let (window, over, seconds) = (s.window, s.over, s.seconds);
+        if s.seen.len() >= BOOK_CAP {
+            s.seen
+                .retain(|_, (start, _)| now.duration_since(*start) < window);
+        }
+        let entry = s.seen.entry(ip.to_canonical()).or_insert((now, 0));
+        if now.duration_since(entry.0) >= window {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+        if entry.1 > over {
+            s.seen.remove(&ip.to_canonical());
+            return Some(seconds);
+        }
+        None
+    }
+
+    fn record(&self, ip: IpAddr, entry: BookEntry) {
+        let mut book = self.book.lock().unwrap_or_else(|p| p.into_inner());
+        let now = unix_now();
+        book.retain(|_, e| e.expires_at_unix > now);
+        if book.len() >= BOOK_CAP {
+            return;
+        }
+        book.insert(ip, entry);
+        let Some(path) = &self.book_path else { return };
+        let write = || -> std::io::Result<()> {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, serde_json::to_vec(&*book).unwrap_or_default())?;
+            std::fs::rename(tmp, path)
+        };
+        if let Err(e) = write() {
+            tracing::debug!(path = %path.display(), error = %e, "cannot write the ban book");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices() {
+        let n = Notice::parse(b" 198.18.0.7\n", 600).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (n.reason.as_str(), n.seconds, n.node.as_str()),
+            ("waf", 600, "")
+        );
+        let n = Notice::parse(
+            br#"{"ip": "::ffff:198.18.0.7", "reason": "rate_limit", "node": "edge-2", "seconds": 60}"#,
+            600,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            n.ip,
+            "198.18.0.7"
+                .parse::<IpAddr>()
+                .unwrap_or(IpAddr::from([0, 0, 0, 0]))
+        );
+        let again = Notice::parse(n.to_json().as_bytes(), 1).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(again, n);
+        for bad in [
+            &b"nope"[..],
+            br#"{"ip": "1.2.3.4"}"#,
+            br#"{"ip": "1.2.3.4", "reason": "waf", "seconds": 0}"#,
+        ] {
+            assert!(Notice::parse(bad, 600).is_err());
+        }
+    }
+
+    #[test]
+    fn book_paths_are_per_pin_dir() {
+        assert_eq!(
+            book_path(Path::new("/sys/fs/bpf/reliw/v1")),
+            PathBuf::from("/run/reliw/sys_fs_bpf_reliw_v1.bans.json")
+        );
+    }
+}
