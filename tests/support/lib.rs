@@ -280,7 +280,8 @@ pub fn veth_link(
     }
 }
 
-fn mac(ns: &Netns, iface: &str) -> String {
+/// The MAC address of `iface` in `ns`.
+pub fn mac(ns: &Netns, iface: &str) -> String {
     let out = Command::new("ip")
         .args(["-n", &ns.name, "-o", "link", "show", iface])
         .output()

@@ -1,0 +1,254 @@
+//! The WAF feeding the XDP shield of every node, end to end with real
+//! parts: a client namespace C, two server namespaces running two real
+//! `reliw serve` (edge-1 in S1, edge-2 in S2) with the shield in native
+//! mode on their veth ends, one real redis-server (in S1, reached by S2 over
+//! its own link), and a second client namespace D.
+//!
+//! ```text
+//!   C 198.18.1.2 ── S1 198.18.1.1 (edge-1, XDP)      D 198.18.4.2 ── S1 198.18.4.1 (XDP)
+//!   C 198.18.1.2 ── S2 198.18.2.1 (edge-2, XDP)      S1 198.18.3.1 (redis) ── S2 198.18.3.2
+//! ```
+//!
+//! C has one address on both of its links, so "the client" is one address
+//! for both nodes, as it would be on the internet.
+#![allow(clippy::unwrap_used)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reliw::shield::maps::ShieldMaps;
+use reliw_tests::server::{Client, Server, Site};
+use reliw_tests::{
+    Netns, PinRoot, connects, mac, require_privileges, unique, veth_link, wait_until,
+};
+use serde_json::json;
+
+/// redis-server inside a namespace; killed on drop.
+struct NsRedis(Child);
+
+impl Drop for NsRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn get(ns: &Netns, ip: &'static str, path: &'static str) -> u16 {
+    ns.run(move || {
+        let addr = format!("{ip}:8080").parse().unwrap();
+        Client::connect(addr).get("waf.test", path).status
+    })
+}
+
+fn banned(pin: &PinRoot, ip: &str) -> bool {
+    let maps = ShieldMaps::open_pinned(&reliw::shield::loader::pin_dir(pin.path())).unwrap();
+    maps.ban_of(ip.parse().unwrap())
+        .unwrap()
+        .is_some_and(|b| !b.expired)
+}
+
+mod privileged {
+    use super::*;
+
+    #[test]
+    fn a_waf_hit_drops_the_client_at_every_node() {
+        require_privileges();
+        let (c, d, s1, s2) = (
+            Netns::new(unique("c")),
+            Netns::new(unique("d")),
+            Netns::new(unique("s")),
+            Netns::new(unique("t")),
+        );
+        let (c_a, c_b, s1_a, s2_b) = (unique("v"), unique("v"), unique("v"), unique("v"));
+        let (d_a, s1_d, s1_r, s2_r) = (unique("v"), unique("v"), unique("v"), unique("v"));
+        veth_link(
+            &c,
+            &c_a,
+            ("198.18.1.2", "fd00:198:18:1::2"),
+            &s1,
+            &s1_a,
+            ("198.18.1.1", "fd00:198:18:1::1"),
+        );
+        veth_link(
+            &c,
+            &c_b,
+            ("198.18.2.2", "fd00:198:18:2::2"),
+            &s2,
+            &s2_b,
+            ("198.18.2.1", "fd00:198:18:2::1"),
+        );
+        veth_link(
+            &d,
+            &d_a,
+            ("198.18.4.2", "fd00:198:18:4::2"),
+            &s1,
+            &s1_d,
+            ("198.18.4.1", "fd00:198:18:4::1"),
+        );
+        veth_link(
+            &s1,
+            &s1_r,
+            ("198.18.3.1", "fd00:198:18:3::1"),
+            &s2,
+            &s2_r,
+            ("198.18.3.2", "fd00:198:18:3::2"),
+        );
+        // C speaks to S2 from its S1-side address too.
+        c.ip(&["addr", "add", "198.18.1.2/32", "dev", &c_b]);
+        c.ip(&[
+            "route",
+            "add",
+            "198.18.2.1/32",
+            "dev",
+            &c_b,
+            "src",
+            "198.18.1.2",
+        ]);
+        s2.ip(&["route", "add", "198.18.1.2/32", "dev", &s2_b]);
+        let c_b_mac = mac(&c, &c_b);
+        s2.ip(&[
+            "neigh",
+            "replace",
+            "198.18.1.2",
+            "lladdr",
+            &c_b_mac,
+            "dev",
+            &s2_b,
+            "nud",
+            "permanent",
+        ]);
+
+        let redis = NsRedis(
+            Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &s1.name,
+                    "redis-server",
+                    "--port",
+                    "6379",
+                    "--bind",
+                    "198.18.3.1",
+                ])
+                .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let up = wait_until(Duration::from_secs(10), || {
+            connects(&s2, "198.18.3.1", 6379)
+        });
+        assert!(up, "redis in S1 reachable from S2");
+        s2.run(|| {
+            let mut con = redis::Client::open("redis://198.18.3.1:6379/13")
+                .unwrap()
+                .get_connection()
+                .unwrap();
+            let routes = json!([["/", "home", true], ["/limited", "limited", true]]).to_string();
+            let home = json!({"methods": {"GET": true}, "file": "index.md"}).to_string();
+            let limited = json!({"methods": {"GET": true}, "file": "index.md",
+                "rate_limit": {"GET": {"limit": 1, "period": 60}}})
+            .to_string();
+            let rules = json!({"query": ["%.php$"]}).to_string();
+            for (k, v) in [
+                ("RLW:API:waf.test", routes),
+                ("RLW:API:waf.test:home", home),
+                ("RLW:API:waf.test:limited", limited),
+            ] {
+                redis::cmd("SET").arg(k).arg(v).exec(&mut con).unwrap();
+            }
+            redis::cmd("HSET")
+                .arg("RLW:WAF")
+                .arg("__")
+                .arg(rules)
+                .exec(&mut con)
+                .unwrap();
+        });
+
+        let (pin1, pin2) = (PinRoot::new("edge1"), PinRoot::new("edge2"));
+        let (site1, site2) = (Site::new(), Site::new());
+        for site in [&site1, &site2] {
+            site.file("waf.test/index.md", b"# hello\n");
+        }
+        let config = |node: &str, ifaces: Vec<&str>, pin: &PinRoot| {
+            json!({
+                "ip": "0.0.0.0", "port": 8080, "node_name": node,
+                "store": {"backend": "redis"},
+                "redis": {"host": "198.18.3.1", "port": 6379, "db": 13, "timeout": 1.0},
+                "metrics": {"disabled": true},
+                "shield": {"interfaces": ifaces, "mode": "drv", "pin_root": pin.path(), "ban_seconds": 4},
+                "rate_limit": {"ban": {"over": 2, "window": 60, "ban_seconds": 2}},
+            })
+        };
+        // nsenter switches only the network namespace, so the pins land in
+        // the host's /sys/fs/bpf (ip netns exec would remount /sys).
+        let edge1 = Server::start_wrapped(
+            &site1,
+            config("edge-1", vec![&s1_a, &s1_d], &pin1),
+            &[],
+            &["nsenter", &format!("--net=/run/netns/{}", s1.name)],
+        );
+        let edge2 = Server::start_wrapped(
+            &site2,
+            config("edge-2", vec![&s2_b], &pin2),
+            &[],
+            &["nsenter", &format!("--net=/run/netns/{}", s2.name)],
+        );
+        for (edge, ip) in [(&edge1, "198.18.1.1"), (&edge2, "198.18.2.1")] {
+            let subscribed = wait_until(Duration::from_secs(10), || {
+                edge.log().contains("subscribed")
+            });
+            assert!(subscribed, "{}", edge.log());
+            assert_eq!(get(&c, ip, "/"), 200, "{}", edge.log());
+        }
+        assert_eq!(get(&d, "198.18.4.1", "/"), 200);
+
+        // The WAF hit on edge-1 (timed from the request that triggers it:
+        // the ban is published before the 403 is written).
+        let decided = Instant::now();
+        assert_eq!(get(&c, "198.18.1.1", "/wp-login.php"), 403);
+        assert!(banned(&pin1, "198.18.1.2"), "{}", edge1.log());
+        // ...reaches edge-2 through P:WAFFERS.
+        let arrived = wait_until(Duration::from_secs(5), || banned(&pin2, "198.18.1.2"));
+        let propagation = decided.elapsed();
+        assert!(arrived, "{}", edge2.log());
+        println!("WAF ban in edge-2's shield {propagation:?} after the request hit edge-1");
+        // The client's packets are dropped by both kernels; D is served.
+        assert!(!connects(&c, "198.18.1.1", 8080), "dropped at edge-1");
+        assert!(!connects(&c, "198.18.2.1", 8080), "dropped at edge-2");
+        assert_eq!(
+            get(&d, "198.18.4.1", "/"),
+            200,
+            "another client is still served"
+        );
+        // The ban book says who decided and why.
+        let list = pin2.shield(None, &["list", "--json"]);
+        let listing = list.ok().json();
+        let ban = &listing["bans"][0];
+        assert_eq!(ban["ip"], "198.18.1.2");
+        assert_eq!(ban["reason"], "waf");
+        assert_eq!(ban["origin"], "edge-1", "{listing}");
+        assert_eq!(ban["rule"], "%.php$");
+        // Bans end by themselves (ban_seconds 4).
+        let lifted = wait_until(Duration::from_secs(8), || {
+            connects(&c, "198.18.1.1", 8080) && connects(&c, "198.18.2.1", 8080)
+        });
+        assert!(lifted, "the bans expired");
+
+        // Escalation: D keeps hitting the limit (1 a minute) and is banned.
+        assert_eq!(get(&d, "198.18.4.1", "/limited"), 200);
+        for _ in 0..3 {
+            assert_eq!(get(&d, "198.18.4.1", "/limited"), 429);
+        }
+        assert!(banned(&pin1, "198.18.4.2"), "{}", edge1.log());
+        assert!(!connects(&d, "198.18.4.1", 8080));
+        assert!(wait_until(Duration::from_secs(5), || banned(
+            &pin2,
+            "198.18.4.2"
+        )));
+        let lifted = wait_until(Duration::from_secs(6), || connects(&d, "198.18.4.1", 8080));
+        assert!(lifted, "the escalation ban expired");
+        drop((edge1, edge2, redis));
+    }
+}
