@@ -218,7 +218,10 @@ fn demo_site(root: &Path) -> Result<PathBuf> {
             "http://localhost:8080/css/default.css",
             "a static asset with an ETag",
         ),
-        ("http://localhost:8080/members", "a login-protected page"),
+        (
+            "http://localhost:8080/members",
+            "a login-protected page (/login: demo, demo)",
+        ),
         ("http://localhost:8080/limited", "a rate-limited route"),
         ("http://localhost:8080/wp-login.php", "a WAF rule (403)"),
         ("http://127.0.0.1:9101/metrics", "metrics"),
