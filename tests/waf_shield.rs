@@ -249,6 +249,43 @@ mod privileged {
         )));
         let lifted = wait_until(Duration::from_secs(6), || connects(&d, "198.18.4.1", 8080));
         assert!(lifted, "the escalation ban expired");
+
+        // RELIW's bare-address message is a ban of the default length on
+        // every node.
+        s2.run(|| {
+            let mut con = redis::Client::open("redis://198.18.3.1:6379/13")
+                .unwrap()
+                .get_connection()
+                .unwrap();
+            redis::cmd("PUBLISH")
+                .arg("RLW:WAFFERS")
+                .arg("198.18.9.9")
+                .exec(&mut con)
+                .unwrap();
+        });
+        assert!(wait_until(Duration::from_secs(5), || {
+            banned(&pin1, "198.18.9.9") && banned(&pin2, "198.18.9.9")
+        }));
+
+        // Never banned: allowlisted clients and the node's own addresses.
+        pin1.shield(None, &["allow", "198.18.4.0/24"]).ok();
+        assert_eq!(
+            get(&d, "198.18.4.1", "/x.php"),
+            403,
+            "still refused by the WAF"
+        );
+        assert!(!banned(&pin1, "198.18.4.2"), "but not banned");
+        assert_eq!(get(&s1, "198.18.1.1", "/x.php"), 403);
+        assert!(!banned(&pin1, "198.18.1.1"));
+        let log = edge1.log();
+        assert!(
+            log.contains("not banning 198.18.4.2: in the shield's allow list"),
+            "{log}"
+        );
+        assert!(
+            log.contains("not banning 198.18.1.1: one of this node's own addresses"),
+            "{log}"
+        );
         drop((edge1, edge2, redis));
     }
 }

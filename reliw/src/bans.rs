@@ -131,6 +131,8 @@ pub struct Bans {
     pub default_seconds: u64,
     book: Mutex<HashMap<IpAddr, BookEntry>>,
     book_path: Option<PathBuf>,
+    /// The book changed since it was last written.
+    book_dirty: std::sync::atomic::AtomicBool,
     strikes: Option<Mutex<Strikes>>,
 }
 
@@ -160,6 +162,7 @@ impl Bans {
             default_seconds: config.shield.ban_seconds,
             book: Mutex::new(book),
             book_path,
+            book_dirty: std::sync::atomic::AtomicBool::new(false),
             strikes,
         }
     }
@@ -317,13 +320,45 @@ impl Bans {
             return;
         }
         book.insert(ip, entry);
+        self.book_dirty
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Writes the ban book when it changed, at most once a second, off the
+    /// request path (a flood of new sources must not rewrite it per ban).
+    pub fn spawn_book_writer(self: &Arc<Self>) -> std::io::Result<()> {
+        if self.book_path.is_none() || self.maps.is_none() {
+            return Ok(());
+        }
+        let bans = Arc::clone(self);
+        std::thread::Builder::new()
+            .name(String::from("reliw-ban-book"))
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_millis(250));
+                    if bans
+                        .book_dirty
+                        .swap(false, std::sync::atomic::Ordering::AcqRel)
+                    {
+                        bans.write_book();
+                    }
+                }
+            })
+            .map(drop)
+    }
+
+    fn write_book(&self) {
         let Some(path) = &self.book_path else { return };
+        let text = {
+            let book = self.book.lock().unwrap_or_else(|p| p.into_inner());
+            serde_json::to_vec(&*book).unwrap_or_default()
+        };
         let write = || -> std::io::Result<()> {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
             let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, serde_json::to_vec(&*book).unwrap_or_default())?;
+            std::fs::write(&tmp, &text)?;
             std::fs::rename(tmp, path)
         };
         if let Err(e) = write() {

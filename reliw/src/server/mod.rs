@@ -196,6 +196,11 @@ pub fn run(config: Config, config_path: Option<PathBuf>, io: IoMode) -> Result<(
     }
     let control = Arc::new(Control::new());
     let bans = Arc::new(Bans::new(shield.maps_handle(), shield.pin_dir(), &config));
+    bans.spawn_book_writer()
+        .map_err(|source| ServerError::Setup {
+            what: "starting the ban book writer",
+            source,
+        })?;
     if let StoreSpec::Redis(redis) = &store {
         subscribe(redis, Arc::clone(&control), Arc::clone(&bans))?;
     }
