@@ -58,19 +58,9 @@ fn parse(text: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::{Limits, parse_head};
 
     fn head(headers: &str) -> RequestHead {
-        let raw = format!("GET / HTTP/1.1\r\nHost: a\r\n{headers}\r\n");
-        let limits = Limits {
-            line: 8192,
-            head: 65536,
-            headers: 100,
-        };
-        match parse_head(raw.as_bytes(), &limits) {
-            Ok(Some((h, _))) => h,
-            _ => panic!("bad test request"),
-        }
+        crate::http::test_head(&format!("GET / HTTP/1.1\r\nHost: a\r\n{headers}\r\n"))
     }
 
     fn ip(s: &str) -> IpAddr {

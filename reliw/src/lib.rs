@@ -13,6 +13,7 @@
 //! - [`cli`]: the command line (`reliw serve`, `reliw shield ...`).
 
 pub mod auth;
+pub mod background;
 pub mod bans;
 pub mod cli;
 pub mod client_ip;

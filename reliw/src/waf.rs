@@ -126,18 +126,9 @@ pub fn check<'a>(sets: &'a [RuleSet], req: &RequestHead) -> Option<Hit<'a>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::{Limits, parse_head};
 
     fn head(raw: &str) -> RequestHead {
-        let limits = Limits {
-            line: 8192,
-            head: 65536,
-            headers: 100,
-        };
-        match parse_head(raw.as_bytes(), &limits) {
-            Ok(Some((h, _))) => h,
-            _ => panic!("bad test request"),
-        }
+        crate::http::test_head(raw)
     }
 
     #[test]

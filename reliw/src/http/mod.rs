@@ -14,3 +14,17 @@ pub mod response;
 pub use body::{BodyDecoder, BodyError};
 pub use request::{BodyFraming, HeadError, Limits, Method, RequestHead, parse_head};
 pub use response::{ResponseHead, Status};
+
+/// Parses a whole request head for unit tests elsewhere in the crate.
+#[cfg(test)]
+pub(crate) fn test_head(raw: &str) -> RequestHead {
+    let limits = Limits {
+        line: 8192,
+        head: 65536,
+        headers: 100,
+    };
+    match parse_head(raw.as_bytes(), &limits) {
+        Ok(Some((h, _))) => h,
+        _ => panic!("bad test request: {raw:?}"),
+    }
+}

@@ -38,25 +38,9 @@ pub fn spawn(
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let scan = (config.scan_count, config.scan_limit as usize);
-    std::thread::Builder::new()
-        .name(String::from("reliw-metrics"))
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(error = %e, "metrics runtime failed; no /metrics");
-                    return;
-                }
-            };
-            let local = tokio::task::LocalSet::new();
-            local.block_on(
-                &runtime,
-                serve(listener, spec, Keys::new(&prefix), scan, node),
-            );
-        })?;
+    crate::background::spawn("reliw-metrics", move || {
+        serve(listener, spec, Keys::new(&prefix), scan, node)
+    })?;
     Ok(addr)
 }
 

@@ -91,6 +91,20 @@ impl Response {
         }
     }
 
+    /// A redirect with no body and cookies to set; never stored by caches.
+    pub fn redirect(status: Status, location: &str, cookies: Vec<String>) -> Self {
+        let mut head = ResponseHead::new(status).header("Location", location);
+        for cookie in cookies {
+            head.headers.push(("Set-Cookie", cookie));
+        }
+        head.headers
+            .push(("Cache-Control", String::from("no-store")));
+        Self {
+            head,
+            body: Body::Empty,
+        }
+    }
+
     /// Drops the body but keeps the headers (HEAD).
     pub fn without_body(mut self) -> Self {
         self.body = Body::Empty;
@@ -352,13 +366,8 @@ impl Site {
                     self.publish_ban(store, notice).await;
                     if config.waf.block_response == "reliw-redirect" {
                         // RELIW's answer, for operators whose tooling expects it.
-                        let mut head = ResponseHead::new(Status::MOVED_PERMANENTLY)
-                            .header("Location", "http://127.0.0.1/Fuck_Off");
-                        head.content_length = 0;
-                        return Response {
-                            head,
-                            body: Body::Empty,
-                        };
+                        let to = "http://127.0.0.1/Fuck_Off";
+                        return Response::redirect(Status::MOVED_PERMANENTLY, to, Vec::new());
                     }
                     return self.error(&ctx, Status::FORBIDDEN).await;
                 }
@@ -425,15 +434,8 @@ impl Site {
                 Ok(Some(user)) if users.contains(&user) => {}
                 Ok(_) => {
                     self.count(&ctx, Status::FOUND);
-                    let mut head = ResponseHead::new(Status::FOUND)
-                        .header("Location", "/login")
-                        .header("Set-Cookie", auth::redirect_cookie(&req.target))
-                        .header("Cache-Control", "no-store");
-                    head.content_length = 0;
-                    return Response {
-                        head,
-                        body: Body::Empty,
-                    };
+                    let cookie = auth::redirect_cookie(&req.target);
+                    return Response::redirect(Status::FOUND, "/login", vec![cookie]);
                 }
                 Err(e) => return self.unavailable(&ctx, "session", &e).await,
             },
@@ -572,16 +574,11 @@ impl Site {
                 let target = auth::redirect_target(auth::cookie(ctx.req, auth::REDIRECT_COOKIE));
                 self.count(ctx, Status::SEE_OTHER);
                 let [_, expire_redirect] = auth::expired_cookies();
-                let mut head = ResponseHead::new(Status::SEE_OTHER)
-                    .header("Location", target)
-                    .header("Set-Cookie", auth::session_cookie(&token))
-                    .header("Set-Cookie", expire_redirect)
-                    .header("Cache-Control", "no-store");
-                head.content_length = 0;
-                Response {
-                    head,
-                    body: Body::Empty,
-                }
+                Response::redirect(
+                    Status::SEE_OTHER,
+                    target,
+                    vec![auth::session_cookie(&token), expire_redirect],
+                )
             }
             _ => {
                 let mut r = self.error(ctx, Status::METHOD_NOT_ALLOWED).await;
@@ -602,17 +599,7 @@ impl Site {
             return self.unavailable(ctx, "sessions", &e).await;
         }
         self.count(ctx, Status::SEE_OTHER);
-        let [session, redirect] = auth::expired_cookies();
-        let mut head = ResponseHead::new(Status::SEE_OTHER)
-            .header("Location", "/")
-            .header("Set-Cookie", session)
-            .header("Set-Cookie", redirect)
-            .header("Cache-Control", "no-store");
-        head.content_length = 0;
-        Response {
-            head,
-            body: Body::Empty,
-        }
+        Response::redirect(Status::SEE_OTHER, "/", auth::expired_cookies().to_vec())
     }
 
     /// RELIW's fixed window: `LIMITS:<host>:<method>:<path>:<ip>` counted

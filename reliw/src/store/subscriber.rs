@@ -24,22 +24,9 @@ pub fn spawn(
     channels: Vec<String>,
     mut on_event: impl FnMut(Event<'_>) + Send + 'static,
 ) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name(String::from("reliw-subscriber"))
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(error = %e, "subscriber runtime failed; no control channel");
-                    return;
-                }
-            };
-            runtime.block_on(subscribe_forever(&config, &channels, &mut on_event));
-        })
-        .map(drop)
+    crate::background::spawn("reliw-subscriber", move || async move {
+        subscribe_forever(&config, &channels, &mut on_event).await;
+    })
 }
 
 async fn subscribe_forever(
