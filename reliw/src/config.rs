@@ -292,6 +292,10 @@ pub struct SslConfig {
     pub default: CertPair,
     #[serde(default)]
     pub hosts: std::collections::BTreeMap<String, CertPair>,
+    /// TLS on this port and plain HTTP on `port` (e.g. 443 and 80). Unset:
+    /// TLS on `port` only, as RELIW.
+    #[serde(default)]
+    pub port: Option<u16>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -373,7 +377,7 @@ const STORE_KEYS: &[&str] = &["backend", "site_file"];
 const WAF_KEYS: &[&str] = &["block_response"];
 const RATE_LIMIT_KEYS: &[&str] = &["fail_closed", "ban"];
 const SHIELD_KEYS: &[&str] = &["interfaces", "mode", "dry_run", "ban_seconds", "pin_root"];
-const SSL_KEYS: &[&str] = &["default", "hosts"];
+const SSL_KEYS: &[&str] = &["default", "hosts", "port"];
 
 const LOG_LEVELS: &[&str] = &["error", "warn", "info", "access", "debug", "trace"];
 

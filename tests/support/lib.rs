@@ -7,6 +7,7 @@
 
 pub mod redis;
 pub mod server;
+pub mod tls;
 
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;

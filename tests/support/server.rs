@@ -59,6 +59,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// Every address printed at start (IPv4, then IPv6 if configured).
     pub addrs: Vec<SocketAddr>,
+    /// TLS listeners.
+    pub tls_addrs: Vec<SocketAddr>,
     /// The metrics listener, unless disabled.
     pub metrics: Option<SocketAddr>,
     stderr_path: PathBuf,
@@ -94,10 +96,6 @@ impl Server {
             .as_object_mut()
             .unwrap();
         metrics.entry("port").or_insert(0.into());
-        let metrics_on = !metrics
-            .get("disabled")
-            .and_then(serde_json::Value::as_bool)
-            .unwrap_or(false);
         let config_path = site.root.join("config.json");
         std::fs::write(&config_path, config.to_string()).unwrap();
         let stderr_path = site.root.join("stderr.log");
@@ -120,38 +118,37 @@ impl Server {
             .stderr(std::fs::File::create(&stderr_path).unwrap())
             .spawn()
             .unwrap();
-        let expected = if config.get("ipv6").is_some_and(|v| !v.is_null()) {
-            2
-        } else {
-            1
-        };
         let mut reader = BufReader::new(child.stdout.take().unwrap());
         let mut addrs = Vec::new();
+        let mut tls_addrs = Vec::new();
         let mut metrics_addr = None;
-        while addrs.len() < expected || (metrics_on && metrics_addr.is_none()) {
+        // Everything reliw announces on stdout, up to "ready".
+        loop {
             let mut line = String::new();
             reader.read_line(&mut line).unwrap();
             let line = line.trim();
+            if line == "ready" {
+                break;
+            }
             if let Some(rest) = line.strip_prefix("metrics on http://") {
                 metrics_addr = rest.strip_suffix("/metrics").and_then(|a| a.parse().ok());
-                continue;
+            } else if let Some(rest) = line.strip_prefix("listening on https://") {
+                tls_addrs.push(rest.parse::<SocketAddr>().unwrap());
+            } else if let Some(rest) = line.strip_prefix("listening on http://") {
+                addrs.push(rest.parse::<SocketAddr>().unwrap());
+            } else {
+                panic!(
+                    "reliw did not start: {line:?}; stderr: {}",
+                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
+                );
             }
-            let addr: SocketAddr = line
-                .strip_prefix("listening on http://")
-                .unwrap_or_else(|| {
-                    panic!(
-                        "reliw did not start: {line:?}; stderr: {}",
-                        std::fs::read_to_string(&stderr_path).unwrap_or_default()
-                    )
-                })
-                .parse()
-                .unwrap();
-            addrs.push(addr);
         }
+        let addr = addrs.first().or(tls_addrs.first()).copied().unwrap();
         Self {
             child: Some(child),
-            addr: addrs[0],
+            addr,
             addrs,
+            tls_addrs,
             metrics: metrics_addr,
             stderr_path,
         }

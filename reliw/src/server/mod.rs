@@ -17,6 +17,7 @@
 mod conn;
 mod date;
 mod listener;
+pub mod tls;
 mod transport;
 mod worker;
 
@@ -70,6 +71,9 @@ pub enum ServerError {
     /// io_uring was demanded (`--io uring`) but is not available.
     #[error("io_uring is not available here: {0}")]
     NoUring(std::io::Error),
+    /// A certificate or key could not be used.
+    #[error("{0}")]
+    Tls(#[from] tls::TlsError),
     /// The memory store's site file could not be loaded.
     #[error("{0}")]
     SiteFile(#[from] crate::store::memory::SiteFileError),
@@ -93,6 +97,8 @@ pub(crate) struct Shared {
     pub(crate) node: Arc<NodeMetrics>,
     /// This node's bans (WAF and rate-limit verdicts, and peers').
     pub(crate) bans: Arc<Bans>,
+    /// The TLS config new connections get (swapped on SIGHUP).
+    tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
 }
 
 impl Shared {
@@ -106,6 +112,11 @@ impl Shared {
     fn replace_config(&self, new: Config) {
         let mut slot = self.config.write().unwrap_or_else(|p| p.into_inner());
         *slot = Arc::new(new);
+    }
+
+    /// The TLS config for a new connection.
+    pub(crate) fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Takes a connection slot unless `max_connections` are open.
@@ -150,22 +161,41 @@ pub fn run(config: Config, config_path: Option<PathBuf>, io: IoMode) -> Result<(
     let workers = config.workers;
     let store = StoreSpec::from_config(&config)?;
 
-    // Listeners first: a port in use fails start-up before anything else.
-    let mut per_worker: Vec<Vec<std::net::TcpListener>> =
-        (0..workers).map(|_| Vec::new()).collect();
-    let mut addrs: Vec<SocketAddr> = vec![SocketAddr::new(config.ip, config.port)];
-    if let Some(v6) = config.ipv6 {
-        addrs.push(SocketAddr::new(IpAddr::V6(v6), config.port));
-    }
-    for addr in addrs {
-        let (listeners, bound) = listener::bind_reuseport(addr, workers, config.backlog)
-            .map_err(|source| ServerError::Listen { addr, source })?;
-        for (slot, l) in per_worker.iter_mut().zip(listeners) {
-            slot.push(l);
+    // Certificates and listeners first: a bad certificate or a port in use
+    // fails start-up before anything else.
+    let tls = match &config.ssl {
+        Some(ssl) => Some(tls::load(ssl)?),
+        None => None,
+    };
+    let mut per_worker: Vec<Vec<worker::Listening>> = (0..workers).map(|_| Vec::new()).collect();
+    // (port, TLS?): RELIW serves TLS on `port` when `ssl` is set; with
+    // `ssl.port` plain HTTP stays on `port` and TLS goes there.
+    let ports: Vec<(u16, bool)> = match &config.ssl {
+        None => vec![(config.port, false)],
+        Some(ssl) => match ssl.port {
+            None => vec![(config.port, true)],
+            Some(p) => vec![(config.port, false), (p, true)],
+        },
+    };
+    for (port, is_tls) in ports {
+        let mut addrs: Vec<SocketAddr> = vec![SocketAddr::new(config.ip, port)];
+        if let Some(v6) = config.ipv6 {
+            addrs.push(SocketAddr::new(IpAddr::V6(v6), port));
         }
-        // On stdout, for people and for tests that started us on port 0;
-        // a closed stdout is no reason to stop.
-        let _ = writeln!(std::io::stdout(), "listening on http://{bound}");
+        for addr in addrs {
+            let (listeners, bound) = listener::bind_reuseport(addr, workers, config.backlog)
+                .map_err(|source| ServerError::Listen { addr, source })?;
+            for (slot, l) in per_worker.iter_mut().zip(listeners) {
+                slot.push(worker::Listening {
+                    socket: l,
+                    tls: is_tls,
+                });
+            }
+            // On stdout, for people and for tests that started us on port 0;
+            // a closed stdout is no reason to stop.
+            let scheme = if is_tls { "https" } else { "http" };
+            let _ = writeln!(std::io::stdout(), "listening on {scheme}://{bound}");
+        }
     }
 
     let shield = if config.shield.interfaces.is_empty() {
@@ -213,6 +243,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, io: IoMode) -> Result<(
         control,
         node,
         bans,
+        tls: RwLock::new(tls),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut threads = Vec::with_capacity(workers);
@@ -237,6 +268,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, io: IoMode) -> Result<(
         threads.push(thread);
     }
     tracing::info!(workers, io = ?io, shield = shield.is_active(), "reliw serving");
+    let _ = writeln!(std::io::stdout(), "ready");
 
     for signal in signals.forever() {
         match signal {
@@ -355,6 +387,19 @@ fn reload_config(shared: &Shared, path: Option<&std::path::Path>) {
                 || new.workers != old.workers
             {
                 tracing::warn!("SIGHUP: listen addresses and workers change only on restart");
+            }
+            match new.ssl.as_ref().map(tls::load).transpose() {
+                Ok(tls) => {
+                    if tls.is_some() {
+                        tracing::info!("SIGHUP: certificates reloaded");
+                    }
+                    if tls.is_some() == shared.tls().is_some() {
+                        *shared.tls.write().unwrap_or_else(|p| p.into_inner()) = tls;
+                    } else {
+                        tracing::warn!("SIGHUP: turning TLS on or off needs a restart");
+                    }
+                }
+                Err(e) => tracing::error!("SIGHUP: keeping the old certificates: {e}"),
             }
             shared.replace_config(new);
             tracing::info!(path = %path.display(), "SIGHUP: config reloaded");

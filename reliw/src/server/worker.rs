@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use super::Shared;
 use super::conn;
+use super::tls::Tls;
 use super::transport::{Acceptor, EpollListener, Transport, UringListener};
 use crate::config::Config;
 use crate::files::cache::{self, FileCache};
@@ -200,6 +201,12 @@ impl Worker {
     }
 }
 
+/// A listening socket of a worker, and whether it speaks TLS.
+pub(crate) struct Listening {
+    pub(crate) socket: std::net::TcpListener,
+    pub(crate) tls: bool,
+}
+
 /// Holds a connection slot; gives it back on drop.
 struct Slot {
     worker: Rc<Worker>,
@@ -226,7 +233,7 @@ fn admit(worker: &Rc<Worker>) -> Option<Slot> {
 
 /// Runs a worker on io_uring until shutdown; `Err` if io_uring cannot be set up.
 pub(crate) fn run_uring(
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<Listening>,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
@@ -242,7 +249,7 @@ pub(crate) fn run_uring(
 
 /// Runs a worker on plain tokio (epoll) until shutdown.
 pub(crate) fn run_epoll(
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<Listening>,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
@@ -260,7 +267,7 @@ pub(crate) fn run_epoll(
 /// One accept loop per listener, until shutdown; then the drain. Both
 /// runtimes run tasks on a tokio `LocalSet`, so `spawn_local` serves both.
 async fn serve_listeners<A: Acceptor + 'static>(
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<Listening>,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
     wrap: fn(std::net::TcpListener) -> std::io::Result<A>,
@@ -280,8 +287,8 @@ async fn serve_listeners<A: Acceptor + 'static>(
         })
     };
     let mut accepts = Vec::new();
-    for listener in listeners {
-        let listener = match wrap(listener) {
+    for Listening { socket, tls } in listeners {
+        let listener = match wrap(socket) {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(error = %e, "cannot set up a listener");
@@ -300,7 +307,7 @@ async fn serve_listeners<A: Acceptor + 'static>(
                     Ok((io, peer)) => {
                         let worker = Rc::clone(&worker);
                         let rx = shutdown.clone();
-                        tokio::task::spawn_local(connection(io, peer, worker, rx));
+                        tokio::task::spawn_local(connection(io, peer, worker, rx, tls));
                     }
                     Err(e) => accept_backoff(e).await,
                 }
@@ -322,6 +329,7 @@ async fn connection<T: Transport>(
     peer: SocketAddr,
     worker: Rc<Worker>,
     shutdown: watch::Receiver<bool>,
+    tls: bool,
 ) {
     let Some(slot) = admit(&worker) else {
         worker.shared.log_full();
@@ -333,7 +341,21 @@ async fn connection<T: Transport>(
         io.shutdown_write();
         return;
     };
-    conn::serve(io, peer, Rc::clone(&slot.worker), shutdown).await;
+    if !tls {
+        conn::serve(io, peer, Rc::clone(&slot.worker), shutdown).await;
+        return;
+    }
+    let Some(config) = worker.shared.tls() else {
+        return;
+    };
+    let timeout = Duration::from_secs(worker.config().tls_handshake_timeout);
+    match Tls::accept(io, config, timeout).await {
+        Ok(tls) => {
+            tracing::trace!(%peer, sni = tls.server_name(), "TLS established");
+            conn::serve(tls, peer, Rc::clone(&slot.worker), shutdown).await;
+        }
+        Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+    }
     drop(slot);
 }
 

@@ -1,0 +1,305 @@
+//! TLS termination with rustls (ring provider: it builds with nothing but
+//! a C compiler, where aws-lc-rs needs cmake and more on a fresh machine,
+//! and the handshake cost is not what limits an edge node serving small
+//! files over keep-alive).
+//!
+//! rustls does no I/O: [`Tls`] feeds it the bytes the connection's own
+//! owned-buffer reads return and writes out what it produces, so it sits
+//! on either runtime's [`Transport`] without an AsyncRead/AsyncWrite
+//! adapter, and is itself a [`Transport`] for the HTTP driver.
+//!
+//! Certificates: `ssl.default` and `ssl.hosts` chosen by SNI (unknown or
+//! no SNI: the default). TLS 1.2 and 1.3, ALPN `http/1.1`, session tickets
+//! and a session cache for resumption. [`load`] builds a config from the
+//! files; SIGHUP swaps in a new one for new connections, keeping the old
+//! one when the new files are bad.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read as _, Write as _};
+use std::os::unix::fs::FileExt as _;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+use super::transport::Transport;
+use crate::config::{CertPair, SslConfig};
+
+/// Why certificates could not be loaded (names the file).
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{key}: cannot read certificates from {path}: {detail}")]
+    Cert {
+        key: String,
+        path: String,
+        detail: String,
+    },
+    #[error("{key}: cannot use the private key in {path}: {detail}")]
+    Key {
+        key: String,
+        path: String,
+        detail: String,
+    },
+    #[error("TLS setup: {0}")]
+    Setup(String),
+}
+
+/// Certificates by SNI name, with a default.
+#[derive(Debug)]
+struct SniResolver {
+    default: Arc<CertifiedKey>,
+    hosts: HashMap<String, Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let named = hello
+            .server_name()
+            .and_then(|name| self.hosts.get(&name.to_ascii_lowercase()));
+        Some(Arc::clone(named.unwrap_or(&self.default)))
+    }
+}
+
+fn certified_key(
+    key_name: &str,
+    pair: &CertPair,
+    provider: &CryptoProvider,
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    let cert_err = |detail: String| TlsError::Cert {
+        key: format!("{key_name}.cert"),
+        path: pair.cert.display().to_string(),
+        detail,
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&pair.cert)
+        .map_err(|e| cert_err(e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| cert_err(e.to_string()))?;
+    if chain.is_empty() {
+        return Err(cert_err(String::from("no PEM certificate in the file")));
+    }
+    let key_err = |detail: String| TlsError::Key {
+        key: format!("{key_name}.key"),
+        path: pair.key.display().to_string(),
+        detail,
+    };
+    let key = PrivateKeyDer::from_pem_file(&pair.key).map_err(|e| key_err(e.to_string()))?;
+    CertifiedKey::from_der(chain, key, provider)
+        .map(Arc::new)
+        .map_err(|e| key_err(e.to_string()))
+}
+
+/// Builds the server config from the `ssl` section.
+pub fn load(ssl: &SslConfig) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let default = certified_key("ssl.default", &ssl.default, &provider)?;
+    let mut hosts = HashMap::new();
+    for (name, pair) in &ssl.hosts {
+        let key = certified_key(&format!("ssl.hosts.{name}"), pair, &provider)?;
+        hosts.insert(name.to_ascii_lowercase(), key);
+    }
+    let mut config = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Setup(e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SniResolver { default, hosts }));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.ticketer =
+        rustls::crypto::ring::Ticketer::new().map_err(|e| TlsError::Setup(e.to_string()))?;
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
+    Ok(Arc::new(config))
+}
+
+/// Most plaintext queued in rustls before it is written out.
+const WRITE_CHUNK: usize = 64 * 1024;
+
+/// A TLS connection over a [`Transport`].
+pub(crate) struct Tls<T> {
+    io: T,
+    conn: rustls::ServerConnection,
+    /// TLS bytes read but not yet taken by rustls.
+    incoming: Vec<u8>,
+}
+
+impl<T: Transport> Tls<T> {
+    /// Runs the handshake within `timeout`.
+    pub(crate) async fn accept(
+        io: T,
+        config: Arc<ServerConfig>,
+        timeout: Duration,
+    ) -> io::Result<Self> {
+        let conn = rustls::ServerConnection::new(config).map_err(io::Error::other)?;
+        let mut tls = Self {
+            io,
+            conn,
+            incoming: Vec::with_capacity(16 * 1024),
+        };
+        let handshake = async {
+            while tls.conn.is_handshaking() {
+                tls.flush().await?;
+                if tls.conn.is_handshaking() && tls.fill().await? == 0 {
+                    return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+                }
+            }
+            tls.flush().await
+        };
+        match tokio::time::timeout(timeout, handshake).await {
+            Ok(Ok(())) => Ok(tls),
+            Ok(Err(e)) => {
+                tls.io.shutdown_both();
+                Err(e)
+            }
+            Err(_) => {
+                tls.io.shutdown_both();
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "TLS handshake timeout",
+                ))
+            }
+        }
+    }
+
+    /// The SNI name the client sent.
+    pub(crate) fn server_name(&self) -> Option<&str> {
+        self.conn.server_name()
+    }
+
+    /// Writes out whatever rustls has queued.
+    async fn flush(&mut self) -> io::Result<()> {
+        while self.conn.wants_write() {
+            let mut out = Vec::with_capacity(16 * 1024);
+            while self.conn.wants_write() {
+                self.conn.write_tls(&mut out)?;
+            }
+            let (result, _) = self.io.write_all(out).await;
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Reads TLS bytes and hands them to rustls: how many were read (0 at EOF).
+    async fn fill(&mut self) -> io::Result<usize> {
+        let buf = std::mem::take(&mut self.incoming);
+        let (result, buf) = self.io.read(buf).await;
+        self.incoming = buf;
+        let n = result?;
+        if n == 0 {
+            return Ok(0);
+        }
+        while !self.incoming.is_empty() {
+            let used = self.conn.read_tls(&mut &self.incoming[..])?;
+            self.incoming.drain(..used);
+            if let Err(e) = self.conn.process_new_packets() {
+                // Tell the peer why (the alert rustls queued), then fail.
+                let _ = self.flush().await;
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+            if used == 0 {
+                break;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Encrypts `data` and writes it out, in bounded pieces.
+    async fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        for piece in data.chunks(WRITE_CHUNK) {
+            self.conn.writer().write_all(piece)?;
+            self.flush().await?;
+        }
+        Ok(())
+    }
+}
+
+impl<T: Transport> Transport for Tls<T> {
+    async fn read(&mut self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        loop {
+            if buf.capacity() == buf.len() {
+                buf.reserve(16 * 1024);
+            }
+            let start = buf.len();
+            buf.resize(buf.capacity(), 0);
+            let got = self.conn.reader().read(&mut buf[start..]);
+            match got {
+                Ok(n) => {
+                    buf.truncate(start + n);
+                    return (Ok(n), buf);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => buf.truncate(start),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    // TCP closed without close_notify: EOF all the same.
+                    buf.truncate(start);
+                    return (Ok(0), buf);
+                }
+                Err(e) => {
+                    buf.truncate(start);
+                    return (Err(e), buf);
+                }
+            }
+            match self.fill().await {
+                Ok(0) => return (Ok(0), buf),
+                Ok(_) => {
+                    // A KeyUpdate or ticket may need an answer.
+                    if let Err(e) = self.flush().await {
+                        return (Err(e), buf);
+                    }
+                }
+                Err(e) => return (Err(e), buf),
+            }
+        }
+    }
+
+    async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        let result = self.send(&buf).await;
+        (result, buf)
+    }
+
+    async fn write_head_body(&mut self, head: Vec<u8>, body: Bytes) -> io::Result<()> {
+        // One record for small responses: head and body together.
+        if head.len() + body.len() <= WRITE_CHUNK {
+            self.conn.writer().write_all(&head)?;
+            self.conn.writer().write_all(&body)?;
+            return self.flush().await;
+        }
+        self.send(&head).await?;
+        self.send(&body).await
+    }
+
+    async fn write_head_file(
+        &mut self,
+        head: Vec<u8>,
+        file: Rc<File>,
+        start: u64,
+        len: u64,
+    ) -> io::Result<()> {
+        // No sendfile through TLS (no kTLS here): read and encrypt in pieces.
+        self.send(&head).await?;
+        let mut chunk = vec![0u8; WRITE_CHUNK];
+        let mut done = 0u64;
+        while done < len {
+            let want = usize::try_from((len - done).min(WRITE_CHUNK as u64)).unwrap_or(WRITE_CHUNK);
+            let n = file.read_at(&mut chunk[..want], start + done)?;
+            if n == 0 {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+            }
+            self.send(&chunk[..n]).await?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    fn shutdown_write(&self) {
+        self.io.shutdown_write();
+    }
+
+    fn shutdown_both(&self) {
+        self.io.shutdown_both();
+    }
+}
