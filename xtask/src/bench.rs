@@ -173,7 +173,7 @@ pub(crate) fn run(
         )?);
     }
     let nginx_port = free_port()?;
-    let nginx_conf = write_nginx_conf(&dir, &www.join("__"), nginx_port)?;
+    let nginx_conf = write_nginx_conf(&dir, &www.join("__"), nginx_port, None)?;
     let nginx = Running {
         child: Command::new("taskset")
             .args(["-c", "0", "nginx", "-c"])
@@ -245,6 +245,13 @@ pub(crate) fn run(
         }
         results.push(entry);
     }
+    if !send {
+        drop(servers);
+        servers = Vec::new();
+        let (line, entry) = tls_case(root, &dir, &www, duration, rounds, connections)?;
+        table.push_str(&line);
+        results.push(entry);
+    }
     let json = serde_json::json!({
         "results": results,
         "duration_s": duration,
@@ -256,6 +263,114 @@ pub(crate) fn run(
     std::fs::write(&out, serde_json::to_string_pretty(&json)?)?;
     println!("\n{table}results: {}", out.display());
     Ok(())
+}
+
+/// 1 KiB over HTTPS with keep-alive: reliw against nginx with the same
+/// certificate (made here with openssl), both with session tickets.
+fn tls_case(
+    root: &Path,
+    dir: &Path,
+    www: &Path,
+    duration: u64,
+    rounds: usize,
+    connections: u32,
+) -> Result<(String, serde_json::Value)> {
+    let (cert, key) = (dir.join("bench.crt"), dir.join("bench.key"));
+    crate::run_checked(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
+            .args(["-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )?;
+    let port = free_port()?;
+    let config = dir.join("reliw-tls.json");
+    let json = serde_json::json!({
+        "ip": "127.0.0.1", "port": port, "data_dir": www, "workers": 1,
+        "log_level": "warn", "max_requests_per_connection": 0, "backlog": 4096,
+        "store": {"backend": "static"}, "metrics": {"disabled": true},
+        "ssl": {"default": {"cert": cert, "key": key}},
+    });
+    std::fs::write(&config, json.to_string())?;
+    let reliw = Running {
+        child: Command::new("taskset")
+            .args(["-c", "0"])
+            .arg(root.join("target/release/reliw"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("reliw-tls.log"))?)
+            .spawn()
+            .context("starting reliw (TLS)")?,
+        name: "reliw-tls",
+    };
+    wait_for_port(port, "reliw-tls")?;
+    let nginx_port = free_port()?;
+    let conf = write_nginx_conf(dir, &www.join("__"), nginx_port, Some((&cert, &key)))?;
+    let nginx = Running {
+        child: Command::new("taskset")
+            .args(["-c", "0", "nginx", "-c"])
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("nginx-tls.stderr"))?)
+            .spawn()
+            .context("starting nginx (TLS)")?,
+        name: "nginx-tls",
+    };
+    wait_for_port(nginx_port, "nginx-tls")?;
+    let pair = [(&reliw, port), (&nginx, nginx_port)];
+    let mut samples: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        for k in 0..2 {
+            let which = (k + round) % 2;
+            let (server, port) = pair[which];
+            let s = wrk(
+                &format!("https://127.0.0.1:{port}/1k.bin"),
+                duration,
+                connections,
+            )?;
+            println!(
+                "  {:>9} round {} {:<12} {:>10.0} req/s  p50 {:>7.0}us  p99 {:>7.0}us",
+                "1k https",
+                round + 1,
+                server.name,
+                s.rps,
+                s.p50_us,
+                s.p99_us
+            );
+            samples[which].push(s);
+        }
+    }
+    let (r, n) = (median(&samples[0]), median(&samples[1]));
+    let line = format!(
+        " 1k https: {:<12} {:>9.0} req/s (p50 {:.0}us, p99 {:.0}us) | nginx-tls {:>9.0} req/s (p50 {:.0}us, p99 {:.0}us) | ratio {:.2}x, p99 ratio {:.2}\n",
+        "reliw-tls",
+        r.rps,
+        r.p50_us,
+        r.p99_us,
+        n.rps,
+        n.p50_us,
+        n.p99_us,
+        r.rps / n.rps,
+        r.p99_us / n.p99_us
+    );
+    let entry = serde_json::json!({
+        "file": "1k.bin", "https": true, "nginx": sample_json(&n), "reliw-tls": sample_json(&r),
+        "reliw-tls_rps_ratio": r.rps / n.rps, "reliw-tls_p99_ratio": r.p99_us / n.p99_us,
+    });
+    Ok((line, entry))
 }
 
 /// A private redis-server for the bench (CPU 1, with wrk: it is not on
@@ -297,14 +412,30 @@ fn median(samples: &[Sample]) -> Sample {
     sorted[sorted.len() / 2]
 }
 
-fn write_nginx_conf(dir: &Path, root: &Path, port: u16) -> Result<PathBuf> {
+/// nginx's config: plain, or TLS with `cert` and `key` (then named
+/// `nginx-tls.*`, so both can run at once).
+fn write_nginx_conf(
+    dir: &Path,
+    root: &Path,
+    port: u16,
+    tls: Option<(&Path, &Path)>,
+) -> Result<PathBuf> {
+    let name = if tls.is_some() { "nginx-tls" } else { "nginx" };
+    let listen = match tls {
+        None => format!("listen 127.0.0.1:{port} backlog=4096;"),
+        Some((cert, key)) => format!(
+            "listen 127.0.0.1:{port} ssl backlog=4096;\n        ssl_certificate {};\n        ssl_certificate_key {};\n        ssl_protocols TLSv1.2 TLSv1.3;\n        ssl_session_cache shared:SSL:10m;\n        ssl_session_tickets on;",
+            cert.display(),
+            key.display()
+        ),
+    };
     let conf = format!(
         r#"daemon off;
 master_process on;
 worker_processes 1;
 user root;
-pid {dir}/nginx.pid;
-error_log {dir}/nginx.error.log warn;
+pid {dir}/{name}.pid;
+error_log {dir}/{name}.error.log warn;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
@@ -318,7 +449,7 @@ http {{
     scgi_temp_path {dir}/nginx-scgi;
     types {{ application/octet-stream bin; }}
     server {{
-        listen 127.0.0.1:{port} backlog=4096;
+        {listen}
         root {root};
     }}
 }}
@@ -326,7 +457,7 @@ http {{
         dir = dir.display(),
         root = root.display()
     );
-    let path = dir.join("nginx.conf");
+    let path = dir.join(format!("{name}.conf"));
     std::fs::write(&path, conf)?;
     Ok(path)
 }

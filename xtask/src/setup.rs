@@ -10,7 +10,7 @@ use crate::run_checked;
 /// Debian packages: LLVM 22 for bpf-linker, redis-server for the store tests,
 /// nginx and wrk for benchmarks, iproute2 for the namespace tests, bpftool to
 /// inspect what is loaded.
-const APT_PACKAGES: [&str; 9] = [
+const APT_PACKAGES: [&str; 11] = [
     "llvm-22-dev",
     "libpolly-22-dev",
     "libzstd-dev",
@@ -20,6 +20,10 @@ const APT_PACKAGES: [&str; 9] = [
     "wrk",
     "iproute2",
     "bpftool",
+    // nsenter, for the namespace tests that keep the host's /sys/fs/bpf.
+    "util-linux",
+    // Certificates for the TLS benchmark.
+    "openssl",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
