@@ -24,11 +24,40 @@ const MAX_KNOWN: usize = 10_000;
 
 type Field = (String, String);
 
+/// One host's pending counts. Looked up by `&str`, so counting a request
+/// allocates nothing once its host, method and path were seen.
+#[derive(Default)]
+struct HostCounts {
+    total: HashMap<u16, i64>,
+    by_method: HashMap<String, i64>,
+    by_request: HashMap<String, i64>,
+}
+
 pub struct RequestCounts {
     keys: Keys,
-    pending: HashMap<Field, i64>,
+    /// Host (or `unknown`) → counts.
+    pending: HashMap<String, HostCounts>,
+    fields: usize,
     known: HashMap<Field, i64>,
     pub dropped: u64,
+}
+
+fn bump<K: std::hash::Hash + Eq + std::borrow::Borrow<Q>, Q: std::hash::Hash + Eq + ?Sized>(
+    map: &mut HashMap<K, i64>,
+    key: &Q,
+    make: impl FnOnce() -> K,
+    by: i64,
+    fields: &mut usize,
+    dropped: &mut u64,
+) {
+    if let Some(n) = map.get_mut(key) {
+        *n += by;
+    } else if *fields < MAX_PENDING {
+        map.insert(make(), by);
+        *fields += 1;
+    } else {
+        *dropped += 1;
+    }
 }
 
 impl RequestCounts {
@@ -36,30 +65,15 @@ impl RequestCounts {
         Self {
             keys,
             pending: HashMap::new(),
+            fields: 0,
             known: HashMap::new(),
             dropped: 0,
         }
     }
 
-    fn add(&mut self, key: String, field: String, by: i64) {
-        if let Some(n) = self.pending.get_mut(&(key.clone(), field.clone())) {
-            *n += by;
-        } else if self.pending.len() < MAX_PENDING {
-            self.pending.insert((key, field), by);
-        } else {
-            self.dropped += 1;
-        }
-    }
-
-    /// The `by_request` key and field for a request.
-    fn request_field(&self, host: Option<&str>, raw_host: &str, path: &str) -> Field {
-        match host {
-            Some(h) => (self.keys.metrics(h, "by_request"), path.to_owned()),
-            None => (
-                self.keys.metrics("unknown", "by_request"),
-                format!("{raw_host}{path}"),
-            ),
-        }
+    /// A host's counts, created on first use.
+    fn host(&mut self, host: &str) -> &mut HostCounts {
+        self.pending.entry(host.to_owned()).or_default()
     }
 
     /// Counts one response. `host` is `None` when no route matched.
@@ -71,34 +85,157 @@ impl RequestCounts {
         path: &str,
         code: u16,
     ) {
-        if let Some(h) = host {
-            self.add(self.keys.metrics(h, "total"), code.to_string(), 1);
-            self.add(self.keys.metrics(h, "by_method"), method.to_owned(), 1);
+        let (mut fields, mut dropped) = (self.fields, self.dropped);
+        match host {
+            Some(h) => {
+                let counts = match self.pending.get_mut(h) {
+                    Some(c) => c,
+                    None => self.host(h),
+                };
+                bump(
+                    &mut counts.total,
+                    &code,
+                    || code,
+                    1,
+                    &mut fields,
+                    &mut dropped,
+                );
+                bump(
+                    &mut counts.by_method,
+                    method,
+                    || method.to_owned(),
+                    1,
+                    &mut fields,
+                    &mut dropped,
+                );
+                bump(
+                    &mut counts.by_request,
+                    path,
+                    || path.to_owned(),
+                    1,
+                    &mut fields,
+                    &mut dropped,
+                );
+            }
+            None => {
+                let field = format!("{raw_host}{path}");
+                let counts = match self.pending.get_mut("unknown") {
+                    Some(c) => c,
+                    None => self.host("unknown"),
+                };
+                bump(
+                    &mut counts.by_request,
+                    field.as_str(),
+                    || field.clone(),
+                    1,
+                    &mut fields,
+                    &mut dropped,
+                );
+            }
         }
-        let (key, field) = self.request_field(host, raw_host, path);
-        self.add(key, field, 1);
+        (self.fields, self.dropped) = (fields, dropped);
+    }
+
+    /// The `by_request` host and field for a request.
+    fn request_field(host: Option<&str>, raw_host: &str, path: &str) -> (String, String) {
+        match host {
+            Some(h) => (h.to_owned(), path.to_owned()),
+            None => (String::from("unknown"), format!("{raw_host}{path}")),
+        }
     }
 
     /// How often this path was asked for, fleet-wide as of the last flush
     /// plus what this worker counted since (RELIW's 404 "hit count").
     pub fn hits(&self, host: Option<&str>, raw_host: &str, path: &str) -> i64 {
-        let field = self.request_field(host, raw_host, path);
-        self.known.get(&field).copied().unwrap_or(0)
-            + self.pending.get(&field).copied().unwrap_or(0)
+        let (h, field) = Self::request_field(host, raw_host, path);
+        let pending = self
+            .pending
+            .get(&h)
+            .and_then(|c| c.by_request.get(&field))
+            .copied()
+            .unwrap_or(0);
+        let key = (self.keys.metrics(&h, "by_request"), field);
+        self.known.get(&key).copied().unwrap_or(0) + pending
     }
 
-    /// The pending increments, for a flush.
+    /// The pending increments as (key, field, by), for a flush.
     pub fn take(&mut self) -> Vec<(String, String, i64)> {
-        self.pending
-            .drain()
-            .map(|((key, field), n)| (key, field, n))
-            .collect()
+        let mut batch = Vec::with_capacity(self.fields);
+        for (host, counts) in self.pending.drain() {
+            let key = |kind: &str| self.keys.metrics(&host, kind);
+            let total = key("total");
+            batch.extend(
+                counts
+                    .total
+                    .into_iter()
+                    .map(|(c, n)| (total.clone(), c.to_string(), n)),
+            );
+            let by_method = key("by_method");
+            batch.extend(
+                counts
+                    .by_method
+                    .into_iter()
+                    .map(|(m, n)| (by_method.clone(), m, n)),
+            );
+            let by_request = key("by_request");
+            batch.extend(
+                counts
+                    .by_request
+                    .into_iter()
+                    .map(|(p, n)| (by_request.clone(), p, n)),
+            );
+        }
+        self.fields = 0;
+        batch
     }
 
     /// Gives back increments whose flush failed.
     pub fn restore(&mut self, batch: Vec<(String, String, i64)>) {
+        let head = self.keys.metrics("", "");
+        let prefix = &head[..head.len() - 2];
         for (key, field, n) in batch {
-            self.add(key, field, n);
+            let Some(rest) = key.strip_prefix(prefix).and_then(|r| r.strip_prefix(':')) else {
+                continue;
+            };
+            let Some((host, kind)) = rest.rsplit_once(':') else {
+                continue;
+            };
+            let (mut fields, mut dropped) = (self.fields, self.dropped);
+            let counts = match self.pending.get_mut(host) {
+                Some(c) => c,
+                None => self.host(host),
+            };
+            match kind {
+                "total" => {
+                    if let Ok(code) = field.parse::<u16>() {
+                        bump(
+                            &mut counts.total,
+                            &code,
+                            || code,
+                            n,
+                            &mut fields,
+                            &mut dropped,
+                        );
+                    }
+                }
+                "by_method" => bump(
+                    &mut counts.by_method,
+                    field.as_str(),
+                    || field.clone(),
+                    n,
+                    &mut fields,
+                    &mut dropped,
+                ),
+                _ => bump(
+                    &mut counts.by_request,
+                    field.as_str(),
+                    || field.clone(),
+                    n,
+                    &mut fields,
+                    &mut dropped,
+                ),
+            }
+            (self.fields, self.dropped) = (fields, dropped);
         }
     }
 

@@ -44,7 +44,11 @@ impl<K: Eq + Hash, V: Clone> TtlMap<K, V> {
         }
     }
 
-    pub fn get(&self, key: &K, ttl: Duration) -> Lookup<V> {
+    pub fn get<Q>(&self, key: &Q, ttl: Duration) -> Lookup<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
         match self.map.get(key) {
             None => Lookup::Missing,
             Some((at, v)) if at.elapsed() < ttl => Lookup::Fresh(v.clone()),

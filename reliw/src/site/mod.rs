@@ -706,21 +706,23 @@ impl Site {
     /// entry runs `fetch`, and if that fails serves the expired entry (and
     /// keeps it for another TTL, so an outage costs one failed call per
     /// TTL, not one per request).
-    async fn cached<K, V, F>(
+    async fn cached<K, Q, V, F>(
         &self,
         map: fn(&mut SiteCache) -> &mut TtlMap<K, V>,
-        key: K,
+        lookup: &Q,
+        key: impl FnOnce() -> K,
         fetch: impl FnOnce() -> F,
     ) -> Result<V, StoreError>
     where
-        K: Eq + Hash + Clone,
+        K: Eq + Hash + std::borrow::Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
         V: Clone,
         F: Future<Output = Result<V, StoreError>>,
     {
         let found = {
             let mut cache = self.cache.borrow_mut();
             let ttl = cache.ttl;
-            map(&mut cache).get(&key, ttl)
+            map(&mut cache).get(lookup, ttl)
         };
         let stale = match found {
             Lookup::Fresh(v) => {
@@ -733,14 +735,14 @@ impl Site {
         match fetch().await {
             Ok(v) => {
                 self.node.cache("miss");
-                map(&mut self.cache.borrow_mut()).insert(key, v.clone());
+                map(&mut self.cache.borrow_mut()).insert(key(), v.clone());
                 Ok(v)
             }
             Err(e) => match stale {
                 Some(v) => {
                     self.store_failed("fresh site data; serving the cached copy", &e);
                     self.node.cache("stale");
-                    map(&mut self.cache.borrow_mut()).insert(key, v.clone());
+                    map(&mut self.cache.borrow_mut()).insert(key(), v.clone());
                     Ok(v)
                 }
                 None => Err(e),
@@ -752,7 +754,8 @@ impl Site {
         let key = self.keys.routes(host);
         self.cached(
             |c| &mut c.routes,
-            host.to_owned(),
+            host,
+            || host.to_owned(),
             || async move {
                 let Some(json) = store.get(&key).await? else {
                     return Ok(None);
@@ -778,7 +781,8 @@ impl Site {
         let key = self.keys.entry(host, id);
         self.cached(
             |c| &mut c.entries,
-            (host.to_owned(), id.to_owned()),
+            &(host.to_owned(), id.to_owned()),
+            || (host.to_owned(), id.to_owned()),
             || async move {
                 Ok(match store.get(&key).await? {
                     None => EntryState::Missing,
@@ -796,7 +800,8 @@ impl Site {
         let key = self.keys.proxy(host);
         self.cached(
             |c| &mut c.proxies,
-            host.to_owned(),
+            host,
+            || host.to_owned(),
             || async move {
                 Ok(store
                     .get(&key)
@@ -811,7 +816,8 @@ impl Site {
         let key = self.keys.waf();
         self.cached(
             |c| &mut c.waf,
-            host.to_owned(),
+            host,
+            || host.to_owned(),
             || async move {
                 let mut sets = Vec::new();
                 for field in [crate::files::FALLBACK_HOST, host] {
@@ -845,7 +851,8 @@ impl Site {
         ];
         self.cached(
             |c| &mut c.templates,
-            host.to_owned(),
+            host,
+            || host.to_owned(),
             || async move {
                 for key in &keys {
                     let Some(text) = store.get(key).await? else {
