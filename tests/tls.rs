@@ -128,6 +128,16 @@ fn plain_and_tls_side_by_side_and_handshake_timeout() {
     )
     .unwrap();
     assert_eq!(get(&mut tls, "a.test", "/index.html").0, 200);
+    // The last response ends with close_notify: a clean TLS EOF.
+    std::io::Write::write_all(
+        &mut tls,
+        b"GET /index.html HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut rest = Vec::new();
+    tls.read_to_end(&mut rest)
+        .expect("close_notify, not a truncation");
+    assert!(rest.starts_with(b"HTTP/1.1 200"));
     // A client that never says hello is cut at the handshake timeout.
     let mut idle = TcpStream::connect(server.tls_addrs[0]).unwrap();
     idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

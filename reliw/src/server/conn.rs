@@ -49,6 +49,7 @@ pub(crate) async fn serve<T: Transport>(
     shutdown: watch::Receiver<bool>,
 ) {
     if let End::Linger = drive(&mut io, peer, worker, shutdown).await {
+        io.finish().await;
         io.shutdown_write();
         let deadline = Instant::now() + LINGER_TIME;
         let mut drained = 0;

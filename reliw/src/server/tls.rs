@@ -295,6 +295,11 @@ impl<T: Transport> Transport for Tls<T> {
         Ok(())
     }
 
+    async fn finish(&mut self) {
+        self.conn.send_close_notify();
+        let _ = self.flush().await;
+    }
+
     fn shutdown_write(&self) {
         self.io.shutdown_write();
     }

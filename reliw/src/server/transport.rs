@@ -90,6 +90,9 @@ pub(crate) trait Transport {
         start: u64,
         len: u64,
     ) -> io::Result<()>;
+    /// Says goodbye at the protocol level before a half-close (TLS:
+    /// close_notify); nothing for plain TCP.
+    async fn finish(&mut self) {}
     /// Half-closes the write side so the peer sees EOF after our last byte.
     fn shutdown_write(&self);
     /// Shuts both directions. With io_uring this also completes a read that
