@@ -69,7 +69,7 @@ fn start_reliw(
     name: &'static str,
     io: &str,
     sendfile_min: u64,
-    redis_port: Option<u16>,
+    extra: serde_json::Value,
 ) -> Result<(Running, u16)> {
     let port = free_port()?;
     let config = dir.join(format!("{name}.json"));
@@ -86,9 +86,10 @@ fn start_reliw(
             "store": {"backend": "static"},
             "metrics": {"disabled": true},
     });
-    if let Some(redis_port) = redis_port {
-        json["store"] = serde_json::json!({"backend": "redis"});
-        json["redis"] = serde_json::json!({"host": "127.0.0.1", "port": redis_port, "db": 13});
+    if let serde_json::Value::Object(extra) = extra {
+        for (k, v) in extra {
+            json[k] = v;
+        }
     }
     std::fs::write(&config, json.to_string())?;
     let running = Running {
@@ -142,7 +143,15 @@ pub(crate) fn run(
             ("epoll-memory", "epoll", u64::MAX),
             ("epoll-sendfile", "epoll", 16 * 1024),
         ] {
-            servers.push(start_reliw(root, &dir, &www, name, io, sendfile_min, None)?);
+            servers.push(start_reliw(
+                root,
+                &dir,
+                &www,
+                name,
+                io,
+                sendfile_min,
+                serde_json::Value::Null,
+            )?);
         }
     } else {
         servers.push(start_reliw(
@@ -152,7 +161,7 @@ pub(crate) fn run(
             "reliw",
             "auto",
             16 * 1024,
-            None,
+            serde_json::Value::Null,
         )?);
         // The same files through RELIW's pipeline: a route and an entry in
         // Redis (read once, then served from the in-process cache).
@@ -169,25 +178,13 @@ pub(crate) fn run(
             "reliw-redis",
             "auto",
             16 * 1024,
-            Some(redis_port),
+            serde_json::json!({
+                "store": {"backend": "redis"},
+                "redis": {"host": "127.0.0.1", "port": redis_port, "db": 13},
+            }),
         )?);
     }
-    let nginx_port = free_port()?;
-    let nginx_conf = write_nginx_conf(&dir, &www.join("__"), nginx_port, None)?;
-    let nginx = Running {
-        child: Command::new("taskset")
-            .args(["-c", "0", "nginx", "-c"])
-            .arg(&nginx_conf)
-            .args(["-p"])
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("nginx.stderr"))?)
-            .spawn()
-            .context("starting nginx under taskset")?,
-        name: "nginx",
-    };
-    wait_for_port(nginx_port, "nginx")?;
-    servers.push((nginx, nginx_port));
+    servers.push(start_nginx(&dir, &www, None)?);
     let nginx_index = servers.len() - 1;
 
     println!(
@@ -207,14 +204,7 @@ pub(crate) fn run(
                 }
                 let url = format!("http://127.0.0.1:{port}/{file}");
                 let s = wrk(&url, duration, connections)?;
-                println!(
-                    "  {file:>9} round {} {:<12} {:>10.0} req/s  p50 {:>7.0}us  p99 {:>7.0}us",
-                    round + 1,
-                    server.name,
-                    s.rps,
-                    s.p50_us,
-                    s.p99_us
-                );
+                print_round(file, round, server.name, &s);
                 samples[which].push(s);
             }
         }
@@ -293,43 +283,9 @@ fn tls_case(
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     )?;
-    let port = free_port()?;
-    let config = dir.join("reliw-tls.json");
-    let json = serde_json::json!({
-        "ip": "127.0.0.1", "port": port, "data_dir": www, "workers": 1,
-        "log_level": "warn", "max_requests_per_connection": 0, "backlog": 4096,
-        "store": {"backend": "static"}, "metrics": {"disabled": true},
-        "ssl": {"default": {"cert": cert, "key": key}},
-    });
-    std::fs::write(&config, json.to_string())?;
-    let reliw = Running {
-        child: Command::new("taskset")
-            .args(["-c", "0"])
-            .arg(root.join("target/release/reliw"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("reliw-tls.log"))?)
-            .spawn()
-            .context("starting reliw (TLS)")?,
-        name: "reliw-tls",
-    };
-    wait_for_port(port, "reliw-tls")?;
-    let nginx_port = free_port()?;
-    let conf = write_nginx_conf(dir, &www.join("__"), nginx_port, Some((&cert, &key)))?;
-    let nginx = Running {
-        child: Command::new("taskset")
-            .args(["-c", "0", "nginx", "-c"])
-            .arg(&conf)
-            .arg("-p")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("nginx-tls.stderr"))?)
-            .spawn()
-            .context("starting nginx (TLS)")?,
-        name: "nginx-tls",
-    };
-    wait_for_port(nginx_port, "nginx-tls")?;
+    let ssl = serde_json::json!({"ssl": {"default": {"cert": cert, "key": key}}});
+    let (reliw, port) = start_reliw(root, dir, www, "reliw-tls", "auto", 16 * 1024, ssl)?;
+    let (nginx, nginx_port) = start_nginx(dir, www, Some((&cert, &key)))?;
     let pair = [(&reliw, port), (&nginx, nginx_port)];
     let mut samples: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
     for round in 0..rounds {
@@ -371,6 +327,37 @@ fn tls_case(
         "reliw-tls_rps_ratio": r.rps / n.rps, "reliw-tls_p99_ratio": r.p99_us / n.p99_us,
     });
     Ok((line, entry))
+}
+
+fn print_round(what: &str, round: usize, name: &str, s: &Sample) {
+    println!(
+        "  {what:>9} round {} {name:<12} {:>10.0} req/s  p50 {:>7.0}us  p99 {:>7.0}us",
+        round + 1,
+        s.rps,
+        s.p50_us,
+        s.p99_us
+    );
+}
+
+/// nginx on CPU 0 serving `www/__`, plain or with TLS.
+fn start_nginx(dir: &Path, www: &Path, tls: Option<(&Path, &Path)>) -> Result<(Running, u16)> {
+    let port = free_port()?;
+    let conf = write_nginx_conf(dir, &www.join("__"), port, tls)?;
+    let name = if tls.is_some() { "nginx-tls" } else { "nginx" };
+    let running = Running {
+        child: Command::new("taskset")
+            .args(["-c", "0", "nginx", "-c"])
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join(format!("{name}.stderr")))?)
+            .spawn()
+            .context("starting nginx under taskset")?,
+        name,
+    };
+    wait_for_port(port, name)?;
+    Ok((running, port))
 }
 
 /// A private redis-server for the bench (CPU 1, with wrk: it is not on
