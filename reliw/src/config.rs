@@ -109,6 +109,9 @@ pub struct Config {
     /// Peers (CIDRs) whose client-address header is believed; for everyone
     /// else the socket peer is the client.
     pub trusted_proxies: Vec<String>,
+    /// `trusted_proxies`, parsed once at load (used per request).
+    #[serde(skip)]
+    pub trusted_proxy_cidrs: Vec<crate::shield::addr::Cidr>,
     /// The header trusted proxies name the client in: `x-forwarded-for`
     /// (right-most address not itself a trusted proxy) or `x-real-ip`.
     pub client_ip_header: String,
@@ -190,6 +193,7 @@ impl Default for Config {
             store: StoreSection::default(),
             site_cache_ttl_ms: 1000,
             trusted_proxies: Vec::new(),
+            trusted_proxy_cidrs: Vec::new(),
             client_ip_header: String::from("x-forwarded-for"),
             waf: WafSection::default(),
             rate_limit: RateLimitSection::default(),
@@ -447,6 +451,11 @@ impl Config {
         })?;
         config.apply_reliw_aliases();
         config.validate()?;
+        config.trusted_proxy_cidrs = config
+            .trusted_proxies
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect();
         Ok((config, warnings))
     }
 
@@ -603,14 +612,6 @@ impl Config {
     /// Idle keep-alive timeout.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.keepalive_idle_timeout)
-    }
-
-    /// The trusted proxy networks (validated at load).
-    pub fn trusted_proxy_cidrs(&self) -> Vec<crate::shield::addr::Cidr> {
-        self.trusted_proxies
-            .iter()
-            .filter_map(|c| c.parse().ok())
-            .collect()
     }
 
     /// This node's name: `node_name`, else the host name.

@@ -152,7 +152,7 @@ impl Worker {
                 crate::client_ip::client_address(
                     peer.ip(),
                     req,
-                    &config.trusted_proxy_cidrs(),
+                    &config.trusted_proxy_cidrs,
                     &config.client_ip_header,
                 )
             }

@@ -303,7 +303,7 @@ impl Site {
                     crate::client_ip::client_address(
                         peer,
                         req,
-                        &config.trusted_proxy_cidrs(),
+                        &config.trusted_proxy_cidrs,
                         &config.client_ip_header,
                     )
                 };
