@@ -22,6 +22,7 @@ pub mod files;
 pub mod http;
 pub mod lua_pattern;
 pub mod metrics;
+pub mod proxy;
 pub mod render;
 pub mod server;
 pub mod shield;

@@ -34,6 +34,11 @@ impl Status {
     pub const GATEWAY_TIMEOUT: Self = Self(504);
     pub const VERSION_NOT_SUPPORTED: Self = Self(505);
 
+    /// Any code (an upstream's, say); `reason` knows the common ones.
+    pub const fn from_code(code: u16) -> Self {
+        Self(code)
+    }
+
     pub const fn code(self) -> u16 {
         self.0
     }
@@ -41,6 +46,7 @@ impl Status {
     pub fn reason(self) -> &'static str {
         match self.0 {
             100 => "Continue",
+            101 => "Switching Protocols",
             200 => "OK",
             206 => "Partial Content",
             301 => "Moved Permanently",

@@ -120,10 +120,11 @@ pub fn load(ssl: &SslConfig) -> Result<Arc<ServerConfig>, TlsError> {
 /// Most plaintext queued in rustls before it is written out.
 const WRITE_CHUNK: usize = 64 * 1024;
 
-/// A TLS connection over a [`Transport`].
+/// A TLS connection over a [`Transport`]: the server side of a client's
+/// connection, or the client side of one to an upstream.
 pub(crate) struct Tls<T> {
     io: T,
-    conn: rustls::ServerConnection,
+    conn: rustls::Connection,
     /// TLS bytes read but not yet taken by rustls.
     incoming: Vec<u8>,
 }
@@ -136,6 +137,22 @@ impl<T: Transport> Tls<T> {
         timeout: Duration,
     ) -> io::Result<Self> {
         let conn = rustls::ServerConnection::new(config).map_err(io::Error::other)?;
+        Self::handshake(io, conn.into(), timeout).await
+    }
+
+    /// Connects as a client to `name` (SNI, and the name the certificate
+    /// must carry unless the config says otherwise) within `timeout`.
+    pub(crate) async fn connect(
+        io: T,
+        config: Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+        timeout: Duration,
+    ) -> io::Result<Self> {
+        let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+        Self::handshake(io, conn.into(), timeout).await
+    }
+
+    async fn handshake(io: T, conn: rustls::Connection, timeout: Duration) -> io::Result<Self> {
         let mut tls = Self {
             io,
             conn,
@@ -168,7 +185,36 @@ impl<T: Transport> Tls<T> {
 
     /// The SNI name the client sent.
     pub(crate) fn server_name(&self) -> Option<&str> {
-        self.conn.server_name()
+        match &self.conn {
+            rustls::Connection::Server(c) => c.server_name(),
+            rustls::Connection::Client(_) => None,
+        }
+    }
+
+    /// The connection underneath.
+    pub(crate) fn inner(&self) -> &T {
+        &self.io
+    }
+
+    /// Feeds what `incoming` holds to rustls; whether a read would now
+    /// return at once (plaintext, the peer's close, or an error).
+    fn has_buffered(&mut self) -> bool {
+        while !self.incoming.is_empty() {
+            match self.conn.read_tls(&mut &self.incoming[..]) {
+                Ok(0) => break,
+                Ok(used) => {
+                    self.incoming.drain(..used);
+                }
+                Err(_) => return true,
+            }
+            if self.conn.process_new_packets().is_err() {
+                return true;
+            }
+        }
+        match self.conn.process_new_packets() {
+            Ok(state) => state.plaintext_bytes_to_read() > 0 || state.peer_has_closed(),
+            Err(_) => true,
+        }
     }
 
     /// Writes out whatever rustls has queued.
@@ -293,6 +339,25 @@ impl<T: Transport> Transport for Tls<T> {
             done += n as u64;
         }
         Ok(())
+    }
+
+    async fn wait_readable(&mut self) -> io::Result<()> {
+        loop {
+            if self.has_buffered() {
+                return Ok(());
+            }
+            self.io.wait_readable().await?;
+            // Take what arrived without awaiting, so losing a select! loses
+            // nothing; a ticket or half a record is not yet something to read.
+            match super::transport::recv_now(self.io.fd(), &mut self.incoming) {
+                Ok(Some(0)) | Err(_) => return Ok(()),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.io.fd()
     }
 
     async fn finish(&mut self) {

@@ -8,12 +8,13 @@ use std::os::fd::{AsFd, AsRawFd as _, BorrowedFd, OwnedFd};
 use std::rc::Rc;
 
 use bytes::Bytes;
+use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// A listening socket of one runtime.
 pub(crate) trait Acceptor {
-    type Conn: Transport + 'static;
+    type Conn: Connect;
     /// The next connection (with TCP_NODELAY set).
     async fn accept(&self) -> io::Result<(Self::Conn, std::net::SocketAddr)>;
     /// Stops listening now, even with an accept still pending.
@@ -90,6 +91,12 @@ pub(crate) trait Transport {
         start: u64,
         len: u64,
     ) -> io::Result<()>;
+    /// Waits until a read would return at once (data, EOF or an error)
+    /// without taking anything, so it can lose a `select!` safely: the
+    /// relay of an upgraded connection waits on both sides with it.
+    async fn wait_readable(&mut self) -> io::Result<()>;
+    /// The socket underneath, for non-blocking checks.
+    fn fd(&self) -> BorrowedFd<'_>;
     /// Says goodbye at the protocol level before a half-close (TLS:
     /// close_notify); nothing for plain TCP.
     async fn finish(&mut self) {}
@@ -98,6 +105,29 @@ pub(crate) trait Transport {
     /// Shuts both directions. With io_uring this also completes a read that
     /// a timeout abandoned; until it completes, the kernel keeps the socket.
     fn shutdown_both(&self);
+}
+
+/// A socket reliw opens itself (to an upstream), on the same runtime as
+/// the connections it accepts.
+pub(crate) trait Connect: Transport + Sized + 'static {
+    /// Connects (TCP_NODELAY set).
+    async fn connect(addr: std::net::SocketAddr) -> io::Result<Self>;
+}
+
+impl Connect for Uring {
+    async fn connect(addr: std::net::SocketAddr) -> io::Result<Self> {
+        let stream = tokio_uring::net::TcpStream::connect(addr).await?;
+        let _ = stream.set_nodelay(true);
+        Ok(Self::new(stream))
+    }
+}
+
+impl Connect for Epoll {
+    async fn connect(addr: std::net::SocketAddr) -> io::Result<Self> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let _ = stream.set_nodelay(true);
+        Ok(Self(stream))
+    }
 }
 
 /// tokio-uring (io_uring) sockets. File bodies go out with sendfile on a
@@ -117,7 +147,8 @@ impl Uring {
         }
     }
 
-    /// The socket registered for write readiness (set up on first use).
+    /// The socket registered with tokio's reactor for readiness (set up on
+    /// first use).
     fn readiness(&mut self) -> io::Result<&AsyncFd<OwnedFd>> {
         if self.ready.is_none() {
             #[allow(unsafe_code)]
@@ -130,8 +161,9 @@ impl Uring {
             #[allow(unsafe_code)]
             // SAFETY: `dup` is an OwnedFd moved into the AsyncFd: it stays
             // open and the same for the AsyncFd's whole life.
-            let registered =
-                unsafe { AsyncFd::register_with_interest(dup, tokio::io::Interest::WRITABLE) };
+            let registered = unsafe {
+                AsyncFd::register_with_interest(dup, Interest::WRITABLE | Interest::READABLE)
+            };
             self.ready = Some(registered.map_err(|e| io::Error::other(e.to_string()))?);
         }
         self.ready
@@ -198,6 +230,24 @@ impl Transport for Uring {
             }
         }
         Ok(())
+    }
+
+    async fn wait_readable(&mut self) -> io::Result<()> {
+        let fd = self.readiness()?;
+        loop {
+            let mut guard = fd.readable().await?;
+            if guard.try_io(|fd| peek(fd.get_ref())).is_ok() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        #[allow(unsafe_code)]
+        // SAFETY: the fd belongs to `self.stream`, which outlives the borrow.
+        unsafe {
+            BorrowedFd::borrow_raw(self.stream.as_raw_fd())
+        }
     }
 
     fn shutdown_write(&self) {
@@ -269,6 +319,20 @@ impl Transport for Epoll {
         Ok(())
     }
 
+    async fn wait_readable(&mut self) -> io::Result<()> {
+        loop {
+            self.0.readable().await?;
+            match self.0.try_io(Interest::READABLE, || peek(&self.0)) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+
     fn shutdown_write(&self) {
         let sock = socket2::SockRef::from(&self.0);
         let _ = sock.shutdown(std::net::Shutdown::Write);
@@ -277,6 +341,49 @@ impl Transport for Epoll {
     fn shutdown_both(&self) {
         let sock = socket2::SockRef::from(&self.0);
         let _ = sock.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// recv(2) with MSG_PEEK: `WouldBlock` unless data, EOF or an error waits.
+fn peek(socket: impl AsFd) -> io::Result<usize> {
+    let mut byte = [0u8; 1];
+    let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
+    match rustix::net::recv(socket, &mut byte, flags) {
+        Ok((n, _)) => Ok(n),
+        Err(rustix::io::Errno::AGAIN) => Err(io::ErrorKind::WouldBlock.into()),
+        // An error is something to read too: the read reports it.
+        Err(_) => Ok(0),
+    }
+}
+
+/// Whether an idle connection is still fit for a request: nothing to read
+/// (no EOF, no stray bytes, no error) and still open.
+pub(crate) fn idle_and_open(socket: impl AsFd) -> bool {
+    matches!(peek(socket), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+/// A non-blocking recv(2) into the spare room of `buf`: `Ok(None)` when
+/// nothing is waiting, `Ok(Some(0))` at EOF.
+pub(crate) fn recv_now(socket: impl AsFd, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(16 * 1024);
+    }
+    let start = buf.len();
+    buf.resize(buf.capacity(), 0);
+    let got = rustix::net::recv(socket, &mut buf[start..], rustix::net::RecvFlags::DONTWAIT);
+    match got {
+        Ok((n, _)) => {
+            buf.truncate(start + n);
+            Ok(Some(n))
+        }
+        Err(rustix::io::Errno::AGAIN) => {
+            buf.truncate(start);
+            Ok(None)
+        }
+        Err(e) => {
+            buf.truncate(start);
+            Err(e.into())
+        }
     }
 }
 

@@ -1,0 +1,622 @@
+//! Heads crossing the proxy, sans-IO: the request head the upstream gets,
+//! the upstream's response head (parsed, checked, framed), and the
+//! response head the client gets.
+//!
+//! Rules, both ways: hop-by-hop fields (Connection and the fields it names,
+//! Keep-Alive, TE, Trailer, Transfer-Encoding, Upgrade, Proxy-*) never
+//! cross; framing is reliw's own on each side. Towards the upstream, `Host`
+//! is the upstream's, `Origin`/`Referer` point at the upstream's origin and
+//! the `X-Forwarded-*`/`X-Real-IP` fields say who asked. Back to the
+//! client, `Access-Control-Allow-Origin` naming the upstream names the
+//! client's origin again, and over TLS every cookie is `Secure`.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use super::target::ProxyTarget;
+use crate::http::{BodyFraming, Method, RequestHead};
+
+/// Who the request is forwarded for.
+pub struct Forwarding<'a> {
+    pub target: &'a ProxyTarget,
+    /// The client reached us over TLS.
+    pub client_tls: bool,
+    /// The socket peer (appended to `X-Forwarded-For`).
+    pub peer: IpAddr,
+    /// The client address (`X-Real-IP`; differs from `peer` behind a
+    /// trusted proxy).
+    pub client: IpAddr,
+}
+
+/// Fields that describe one hop, never forwarded.
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection" | "keep-alive" | "te" | "trailer" | "transfer-encoding" | "upgrade"
+    ) || name.starts_with("proxy-")
+}
+
+/// The lower-cased tokens of every `Connection` field.
+fn connection_tokens<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> Vec<String> {
+    let mut tokens = Vec::new();
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case("connection") {
+            for t in String::from_utf8_lossy(value).split(',') {
+                let t = t.trim().to_ascii_lowercase();
+                if !t.is_empty() {
+                    tokens.push(t);
+                }
+            }
+        }
+    }
+    tokens
+}
+
+/// The protocol a request asks to switch to (`Upgrade` with `Connection:
+/// upgrade` on a GET), if any.
+pub fn upgrade(req: &RequestHead) -> Option<&[u8]> {
+    if req.method != Method::Get || req.minor_version == 0 {
+        return None;
+    }
+    let tokens = connection_tokens(req.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
+    if !tokens.iter().any(|t| t == "upgrade") {
+        return None;
+    }
+    req.header("upgrade").filter(|v| !v.is_empty())
+}
+
+fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `scheme://authority` at the start of `url` replaced by `origin`.
+fn rebase(url: &[u8], origin: &str) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(url).ok()?;
+    let (_, rest) = text.split_once("://")?;
+    let path = rest.find('/').map_or("", |i| &rest[i..]);
+    Some(format!("{origin}{path}").into_bytes())
+}
+
+/// Appends the head the upstream gets for `req`, its body framed as
+/// `body` (re-framed by us: a chunked body goes on chunked).
+pub fn request_head(req: &RequestHead, fwd: &Forwarding<'_>, out: &mut Vec<u8>) {
+    let target = fwd.target;
+    let upgrade = upgrade(req);
+    out.extend_from_slice(req.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(req.target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    push_field(out, "host", target.authority.as_bytes());
+    let named = connection_tokens(req.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
+    let mut forwarded_for: Option<Vec<u8>> = None;
+    for (name, value) in &req.headers {
+        let name = name.as_str();
+        if is_hop_by_hop(name) || named.iter().any(|t| t == name) {
+            continue;
+        }
+        match name {
+            "host" | "content-length" | "expect" | "x-forwarded-host" | "x-forwarded-proto"
+            | "x-real-ip" => {}
+            "x-forwarded-for" => {
+                let list = forwarded_for.get_or_insert_with(Vec::new);
+                if !list.is_empty() {
+                    list.extend_from_slice(b", ");
+                }
+                list.extend_from_slice(value);
+            }
+            "origin" if value.as_slice() != b"null" => {
+                push_field(out, name, target.origin.as_bytes());
+            }
+            "referer" => match rebase(value, &target.origin) {
+                Some(v) => push_field(out, name, &v),
+                None => push_field(out, name, value),
+            },
+            _ => push_field(out, name, value),
+        }
+    }
+    let mut list = forwarded_for.unwrap_or_default();
+    if !list.is_empty() {
+        list.extend_from_slice(b", ");
+    }
+    let _ = write!(ByteWriter(&mut list), "{}", fwd.peer.to_canonical());
+    push_field(out, "x-forwarded-for", &list);
+    if let Some(host) = &req.host {
+        push_field(out, "x-forwarded-host", host.as_bytes());
+    }
+    let proto: &[u8] = if fwd.client_tls { b"https" } else { b"http" };
+    push_field(out, "x-forwarded-proto", proto);
+    push_field(
+        out,
+        "x-real-ip",
+        fwd.client.to_canonical().to_string().as_bytes(),
+    );
+    match req.body {
+        BodyFraming::Length(n) => push_field(out, "content-length", n.to_string().as_bytes()),
+        BodyFraming::Chunked => push_field(out, "transfer-encoding", b"chunked"),
+        BodyFraming::None if req.header("content-length").is_some() => {
+            push_field(out, "content-length", b"0");
+        }
+        BodyFraming::None => {}
+    }
+    if let Some(protocol) = upgrade {
+        push_field(out, "connection", b"upgrade");
+        push_field(out, "upgrade", protocol);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `fmt::Write` into bytes.
+struct ByteWriter<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for ByteWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// How an upstream response body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseFraming {
+    /// No body (HEAD, 1xx, 204, 304).
+    None,
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes.
+    UntilClose,
+}
+
+/// An upstream response head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamHead {
+    pub status: u16,
+    pub reason: String,
+    /// Fields in arrival order, names as sent.
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub framing: ResponseFraming,
+    /// The upstream keeps the connection for another request after this one.
+    pub reusable: bool,
+}
+
+/// Most fields in an upstream response head.
+const MAX_RESPONSE_FIELDS: usize = 128;
+
+/// Parses the response head at the start of `buf` for a request of
+/// `method`. `Ok(None)`: incomplete. `Err`: what is wrong (the client gets
+/// a 502).
+pub fn parse_response(
+    buf: &[u8],
+    method: Method,
+    max_head: usize,
+) -> Result<Option<(UpstreamHead, usize)>, &'static str> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_RESPONSE_FIELDS];
+    let mut resp = httparse::Response::new(&mut fields);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len <= max_head => len,
+        Ok(httparse::Status::Complete(_)) => return Err("response head too large"),
+        Ok(httparse::Status::Partial) if buf.len() > max_head => {
+            return Err("response head too large");
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err("too many response header fields"),
+        Err(_) => return Err("malformed response head"),
+    };
+    let status = resp.code.ok_or("malformed status line")?;
+    if !(100..=599).contains(&status) {
+        return Err("status code out of range");
+    }
+    let minor = resp.version.unwrap_or(1);
+    let headers: Vec<(String, Vec<u8>)> = resp
+        .headers
+        .iter()
+        .map(|h| (h.name.to_owned(), h.value.trim_ascii().to_vec()))
+        .collect();
+    let tokens = connection_tokens(headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
+    let mut reusable = if minor == 0 {
+        tokens.iter().any(|t| t == "keep-alive")
+    } else {
+        !tokens.iter().any(|t| t == "close")
+    };
+    let field = |name: &'static str| {
+        headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    };
+    let framing = if method == Method::Head || status < 200 || status == 204 || status == 304 {
+        ResponseFraming::None
+    } else if field("transfer-encoding").next().is_some() {
+        let last = field("transfer-encoding")
+            .flat_map(|v| v.split(|b| *b == b','))
+            .map(|c| c.trim_ascii())
+            .filter(|c| !c.is_empty())
+            .last()
+            .unwrap_or_default();
+        if field("content-length").next().is_some() {
+            // Both: Transfer-Encoding wins, and the connection is suspect.
+            reusable = false;
+        }
+        if last.eq_ignore_ascii_case(b"chunked") && minor == 1 {
+            ResponseFraming::Chunked
+        } else {
+            ResponseFraming::UntilClose
+        }
+    } else if field("content-length").next().is_some() {
+        let mut length: Option<u64> = None;
+        for part in field("content-length").flat_map(|v| v.split(|b| *b == b',')) {
+            let part = part.trim_ascii();
+            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+                return Err("invalid Content-Length");
+            }
+            let n: u64 = std::str::from_utf8(part)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or("invalid Content-Length")?;
+            if length.is_some_and(|l| l != n) {
+                return Err("conflicting Content-Length values");
+            }
+            length = Some(n);
+        }
+        ResponseFraming::Length(length.unwrap_or(0))
+    } else {
+        ResponseFraming::UntilClose
+    };
+    if framing == ResponseFraming::UntilClose {
+        reusable = false;
+    }
+    let head = UpstreamHead {
+        status,
+        reason: resp.reason.unwrap_or("").to_owned(),
+        headers,
+        framing,
+        reusable,
+    };
+    Ok(Some((head, len)))
+}
+
+/// How the client's copy of the body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientFraming {
+    None,
+    Length(u64),
+    Chunked,
+    /// Ends when we close (an HTTP/1.0 client of a body of unknown length).
+    Close,
+}
+
+impl ClientFraming {
+    /// The framing for a client of HTTP/1.`minor` of an upstream body.
+    pub fn for_client(upstream: ResponseFraming, minor: u8) -> Self {
+        match upstream {
+            ResponseFraming::None => Self::None,
+            ResponseFraming::Length(n) => Self::Length(n),
+            ResponseFraming::Chunked | ResponseFraming::UntilClose if minor >= 1 => Self::Chunked,
+            ResponseFraming::Chunked | ResponseFraming::UntilClose => Self::Close,
+        }
+    }
+}
+
+/// What the client side of a response needs to know.
+pub struct ClientSide<'a> {
+    /// The client reached us over TLS (cookies get `Secure`).
+    pub tls: bool,
+    /// The client's `Origin`, if it sent one.
+    pub origin: Option<&'a [u8]>,
+    /// The upstream's origin (what `Access-Control-Allow-Origin` is
+    /// rewritten from).
+    pub upstream_origin: &'a str,
+    pub framing: ClientFraming,
+    /// We close the client connection after this response.
+    pub close: bool,
+    /// An HTTP/1.0 client asked for keep-alive and gets it.
+    pub keep_alive_10: bool,
+    /// The `Date` to send when the upstream sent none.
+    pub date: &'a str,
+}
+
+/// Appends the head the client gets for the upstream's `up`.
+pub fn response_head(up: &UpstreamHead, side: &ClientSide<'_>, out: &mut Vec<u8>) {
+    let _ = write!(
+        ByteWriter(out),
+        "HTTP/1.1 {} {}\r\n",
+        up.status,
+        if up.reason.is_empty() {
+            crate::http::Status::from_code(up.status).reason()
+        } else {
+            &up.reason
+        }
+    );
+    let switching = up.status == 101;
+    let named = connection_tokens(up.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
+    let mut dated = false;
+    for (name, value) in &up.headers {
+        let lower = name.to_ascii_lowercase();
+        if switching && lower == "upgrade" {
+            push_field(out, name, value);
+            continue;
+        }
+        if is_hop_by_hop(&lower) || named.iter().any(|t| *t == lower) {
+            continue;
+        }
+        match lower.as_str() {
+            // Kept as the upstream said only where there is no body to
+            // frame (HEAD, 304): it describes the body of a GET.
+            "content-length" if side.framing != ClientFraming::None || up.status == 204 => {}
+            "date" => {
+                dated = true;
+                push_field(out, name, value);
+            }
+            "access-control-allow-origin" => match side.origin {
+                Some(origin) if value.eq_ignore_ascii_case(side.upstream_origin.as_bytes()) => {
+                    push_field(out, name, origin);
+                }
+                _ => push_field(out, name, value),
+            },
+            "set-cookie" if side.tls && !cookie_is_secure(value) => {
+                let mut v = value.clone();
+                v.extend_from_slice(b"; Secure");
+                push_field(out, name, &v);
+            }
+            _ => push_field(out, name, value),
+        }
+    }
+    if !dated {
+        push_field(out, "Date", side.date.as_bytes());
+    }
+    match side.framing {
+        ClientFraming::Length(n) => push_field(out, "Content-Length", n.to_string().as_bytes()),
+        ClientFraming::Chunked => push_field(out, "Transfer-Encoding", b"chunked"),
+        ClientFraming::None | ClientFraming::Close => {}
+    }
+    if switching {
+        push_field(out, "Connection", b"upgrade");
+    } else if side.close || side.framing == ClientFraming::Close {
+        push_field(out, "Connection", b"close");
+    } else if side.keep_alive_10 {
+        push_field(out, "Connection", b"keep-alive");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Whether a `Set-Cookie` value already has the `Secure` attribute.
+fn cookie_is_secure(value: &[u8]) -> bool {
+    value
+        .split(|b| *b == b';')
+        .skip(1)
+        .any(|attr| attr.trim_ascii().eq_ignore_ascii_case(b"secure"))
+}
+
+/// The size line of a chunk of `len` bytes.
+pub fn chunk_start(len: usize, out: &mut Vec<u8>) {
+    let _ = write!(ByteWriter(out), "{len:x}\r\n");
+}
+
+/// The end of a chunked body (no trailers).
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::test_head;
+
+    fn target(json: &str) -> ProxyTarget {
+        ProxyTarget::parse(json.as_bytes()).unwrap()
+    }
+
+    fn forwarded(raw: &str, tls: bool) -> String {
+        let req = test_head(raw);
+        let t = target(r#"{"target":"10.0.0.9","port":8080}"#);
+        let fwd = Forwarding {
+            target: &t,
+            client_tls: tls,
+            peer: "198.18.0.7".parse().unwrap(),
+            client: "198.18.0.8".parse().unwrap(),
+        };
+        let mut out = Vec::new();
+        request_head(&req, &fwd, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn requests_lose_hop_by_hop_fields_and_say_who_asked() {
+        let text = forwarded(
+            "POST /a?b=1 HTTP/1.1\r\nHost: site.example\r\nConnection: keep-alive, X-Secret\r\n\
+             X-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nProxy-Authorization: x\r\n\
+             Transfer-Encoding: chunked\r\nX-Forwarded-For: 203.0.113.1\r\nX-Real-IP: 1.1.1.1\r\n\
+             Origin: https://site.example\r\nReferer: https://site.example/page?q=1\r\n\
+             Expect: 100-continue\r\nCookie: a=b\r\n\r\n",
+            true,
+        );
+        assert!(
+            text.starts_with("POST /a?b=1 HTTP/1.1\r\nhost: 10.0.0.9:8080\r\n"),
+            "{text}"
+        );
+        for gone in [
+            "x-secret",
+            "keep-alive",
+            "te:",
+            "proxy-authorization",
+            "expect",
+            "1.1.1.1",
+        ] {
+            assert!(
+                !text.to_ascii_lowercase().contains(gone),
+                "{gone} in {text}"
+            );
+        }
+        for kept in [
+            "cookie: a=b\r\n",
+            "origin: http://10.0.0.9:8080\r\n",
+            "referer: http://10.0.0.9:8080/page?q=1\r\n",
+            "x-forwarded-for: 203.0.113.1, 198.18.0.7\r\n",
+            "x-forwarded-host: site.example\r\n",
+            "x-forwarded-proto: https\r\n",
+            "x-real-ip: 198.18.0.8\r\n",
+            "transfer-encoding: chunked\r\n",
+        ] {
+            assert!(text.contains(kept), "{kept:?} not in {text}");
+        }
+        assert!(text.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn upgrades_pass_and_lengths_are_ours() {
+        let text = forwarded(
+            "GET /ws HTTP/1.1\r\nHost: s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            false,
+        );
+        assert!(
+            text.contains("connection: upgrade\r\nupgrade: websocket\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("x-forwarded-proto: http\r\n"));
+        let text = forwarded(
+            "PUT /x HTTP/1.1\r\nHost: s\r\nContent-Length: 0\r\n\r\n",
+            false,
+        );
+        assert!(text.contains("content-length: 0\r\n"), "{text}");
+        let text = forwarded(
+            "GET /x HTTP/1.1\r\nHost: s\r\nUpgrade: websocket\r\n\r\n",
+            false,
+        );
+        assert!(
+            !text.contains("upgrade"),
+            "no Connection: upgrade, no upgrade: {text}"
+        );
+    }
+
+    fn parse(raw: &str, method: Method) -> Result<UpstreamHead, &'static str> {
+        parse_response(raw.as_bytes(), method, 8192).map(|r| r.unwrap().0)
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112() {
+        let h = parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", Method::Get).unwrap();
+        assert_eq!((h.framing, h.reusable), (ResponseFraming::Length(5), true));
+        let h = parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", Method::Head).unwrap();
+        assert_eq!(h.framing, ResponseFraming::None);
+        let h = parse(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            Method::Get,
+        )
+        .unwrap();
+        assert_eq!(h.framing, ResponseFraming::Chunked);
+        let h = parse(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+            Method::Get,
+        )
+        .unwrap();
+        assert_eq!((h.framing, h.reusable), (ResponseFraming::Chunked, false));
+        let h = parse("HTTP/1.1 200 OK\r\n\r\n", Method::Get).unwrap();
+        assert_eq!(
+            (h.framing, h.reusable),
+            (ResponseFraming::UntilClose, false)
+        );
+        let h = parse("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", Method::Get).unwrap();
+        assert!(!h.reusable);
+        let h = parse("HTTP/1.1 204 No Content\r\n\r\n", Method::Get).unwrap();
+        assert_eq!((h.framing, h.reusable), (ResponseFraming::None, true));
+        let h = parse(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
+            Method::Get,
+        )
+        .unwrap();
+        assert!(!h.reusable);
+        let h = parse(
+            "HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n",
+            Method::Get,
+        )
+        .unwrap();
+        assert_eq!(h.framing, ResponseFraming::Length(7));
+    }
+
+    #[test]
+    fn malformed_responses_are_errors() {
+        for raw in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "HTTP/1.1 099 Low\r\n\r\n",
+            "SSH-2.0-OpenSSH\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nBad Header\r\n\r\n",
+        ] {
+            assert!(parse(raw, Method::Get).is_err(), "{raw:?}");
+        }
+        let big = format!("HTTP/1.1 200 OK\r\nX: {}\r\n", "a".repeat(9000));
+        assert_eq!(
+            parse_response(big.as_bytes(), Method::Get, 8192).err(),
+            Some("response head too large")
+        );
+        let many: String = (0..200).map(|i| format!("X-{i}: y\r\n")).collect();
+        let raw = format!("HTTP/1.1 200 OK\r\n{many}\r\n");
+        assert!(parse_response(raw.as_bytes(), Method::Get, 65536).is_err());
+        assert_eq!(
+            parse_response(b"HTTP/1.1 200 OK\r\nX: y", Method::Get, 8192),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn client_heads_rewrite_cors_and_cookies() {
+        let up = parse(
+            "HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: 1\r\n\
+             Transfer-Encoding: chunked\r\nAccess-Control-Allow-Origin: http://10.0.0.9:8080\r\n\
+             Set-Cookie: a=1; Path=/\r\nSet-Cookie: b=2; secure\r\nServer: up\r\n\r\n",
+            Method::Get,
+        )
+        .unwrap();
+        let side = ClientSide {
+            tls: true,
+            origin: Some(b"https://site.example"),
+            upstream_origin: "http://10.0.0.9:8080",
+            framing: ClientFraming::Chunked,
+            close: false,
+            keep_alive_10: false,
+            date: "D",
+        };
+        let mut out = Vec::new();
+        response_head(&up, &side, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"));
+        for kept in [
+            "Access-Control-Allow-Origin: https://site.example\r\n",
+            "Set-Cookie: a=1; Path=/; Secure\r\n",
+            "Set-Cookie: b=2; secure\r\n",
+            "Server: up\r\n",
+            "Date: D\r\n",
+            "Transfer-Encoding: chunked\r\n",
+        ] {
+            assert!(text.contains(kept), "{kept:?} not in {text}");
+        }
+        for gone in ["X-Hop", "Keep-Alive", "Connection"] {
+            assert!(!text.contains(gone), "{gone} in {text}");
+        }
+        assert_eq!(text.matches("Transfer-Encoding").count(), 1);
+
+        // Plain HTTP: cookies as they were; a third-party ACAO untouched.
+        let up = parse(
+            "HTTP/1.1 200 OK\r\nAccess-Control-Allow-Origin: https://cdn.example\r\nSet-Cookie: a=1\r\nContent-Length: 0\r\n\r\n",
+            Method::Get,
+        )
+        .unwrap();
+        let side = ClientSide {
+            tls: false,
+            framing: ClientFraming::Length(0),
+            close: true,
+            ..side
+        };
+        let mut out = Vec::new();
+        response_head(&up, &side, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("Access-Control-Allow-Origin: https://cdn.example\r\n"));
+        assert!(text.contains("Set-Cookie: a=1\r\n"));
+        assert!(
+            text.contains("Content-Length: 0\r\nConnection: close\r\n\r\n"),
+            "{text}"
+        );
+    }
+}
