@@ -117,6 +117,7 @@ pub struct Config {
     pub client_ip_header: String,
     pub waf: WafSection,
     pub rate_limit: RateLimitSection,
+    pub proxy: ProxySection,
     /// This node's name in ban records and `P:WAFFERS` messages (default:
     /// the host name).
     pub node_name: Option<String>,
@@ -146,6 +147,47 @@ pub struct RateLimitSection {
     /// Ban clients that keep hitting 429: `over` denials within `window`
     /// seconds ban them for `ban_seconds` (default `shield.ban_seconds`).
     pub ban: Option<RateLimitBan>,
+}
+
+/// The reverse proxy (`P:PROXY:<host>`): timeouts, the upstream pool
+/// and the relay buffer. Times in milliseconds.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct ProxySection {
+    /// TCP connect to an upstream (name lookup included); then 502 (refused)
+    /// or 504 (no answer).
+    pub connect_timeout_ms: u64,
+    /// From the end of the request to the first byte of the response; then 504.
+    pub response_timeout_ms: u64,
+    /// Longest silence while a response body (or our upload to the
+    /// upstream) is in flight; then the exchange is cut.
+    pub read_timeout_ms: u64,
+    /// Longest silence on an upgraded (WebSocket) connection.
+    pub tunnel_idle_timeout_ms: u64,
+    /// How long an idle upstream connection stays pooled.
+    pub pool_idle_timeout_ms: u64,
+    /// Idle connections pooled per upstream per worker (0: no pooling).
+    pub pool_max_idle: usize,
+    /// Bytes read at a time from either side: with the client buffer,
+    /// what one proxied request costs in memory, whatever the body size.
+    pub buffer_size: usize,
+    /// Largest response head an upstream may send; beyond it 502.
+    pub max_response_head: usize,
+}
+
+impl Default for ProxySection {
+    fn default() -> Self {
+        Self {
+            connect_timeout_ms: 5_000,
+            response_timeout_ms: 60_000,
+            read_timeout_ms: 60_000,
+            tunnel_idle_timeout_ms: 600_000,
+            pool_idle_timeout_ms: 30_000,
+            pool_max_idle: 64,
+            buffer_size: 64 * 1024,
+            max_response_head: 64 * 1024,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -197,6 +239,7 @@ impl Default for Config {
             client_ip_header: String::from("x-forwarded-for"),
             waf: WafSection::default(),
             rate_limit: RateLimitSection::default(),
+            proxy: ProxySection::default(),
             node_name: None,
         }
     }
@@ -366,6 +409,7 @@ const TOP_KEYS: &[&str] = &[
     "client_ip_header",
     "waf",
     "rate_limit",
+    "proxy",
     "node_name",
 ];
 const REDIS_KEYS: &[&str] = &["host", "port", "db", "prefix", "timeout", "ssl", "auth"];
@@ -381,6 +425,16 @@ const STORE_KEYS: &[&str] = &["backend", "site_file"];
 const WAF_KEYS: &[&str] = &["block_response"];
 const RATE_LIMIT_KEYS: &[&str] = &["fail_closed", "ban"];
 const SHIELD_KEYS: &[&str] = &["interfaces", "mode", "dry_run", "ban_seconds", "pin_root"];
+const PROXY_KEYS: &[&str] = &[
+    "connect_timeout_ms",
+    "response_timeout_ms",
+    "read_timeout_ms",
+    "tunnel_idle_timeout_ms",
+    "pool_idle_timeout_ms",
+    "pool_max_idle",
+    "buffer_size",
+    "max_response_head",
+];
 const SSL_KEYS: &[&str] = &["default", "hosts", "port"];
 
 const LOG_LEVELS: &[&str] = &["error", "warn", "info", "access", "debug", "trace"];
@@ -440,6 +494,7 @@ impl Config {
             ("store", STORE_KEYS),
             ("waf", WAF_KEYS),
             ("rate_limit", RATE_LIMIT_KEYS),
+            ("proxy", PROXY_KEYS),
         ] {
             if let Some(Value::Object(obj)) = top.get(section) {
                 check_keys(section, obj, keys, &mut warnings)?;
@@ -480,6 +535,23 @@ impl Config {
         positive("request_header_timeout", self.request_header_timeout)?;
         positive("request_body_timeout", self.request_body_timeout)?;
         positive("tls_handshake_timeout", self.tls_handshake_timeout)?;
+        let p = &self.proxy;
+        positive("proxy.connect_timeout_ms", p.connect_timeout_ms)?;
+        positive("proxy.response_timeout_ms", p.response_timeout_ms)?;
+        positive("proxy.read_timeout_ms", p.read_timeout_ms)?;
+        positive("proxy.tunnel_idle_timeout_ms", p.tunnel_idle_timeout_ms)?;
+        if !(4096..=16 << 20).contains(&p.buffer_size) {
+            return Err(invalid(
+                "proxy.buffer_size",
+                "must be 4096 to 16777216 bytes",
+            ));
+        }
+        if !(1024..=1 << 20).contains(&p.max_response_head) {
+            return Err(invalid(
+                "proxy.max_response_head",
+                "must be 1024 to 1048576 bytes",
+            ));
+        }
         positive("backlog", u64::from(self.backlog))?;
         positive("max_connections", self.max_connections as u64)?;
         if self.workers == 0 || self.workers > 1024 {

@@ -232,8 +232,7 @@ pub fn parse_response(
         let last = field("transfer-encoding")
             .flat_map(|v| v.split(|b| *b == b','))
             .map(|c| c.trim_ascii())
-            .filter(|c| !c.is_empty())
-            .last()
+            .rfind(|c| !c.is_empty())
             .unwrap_or_default();
         if field("content-length").next().is_some() {
             // Both: Transfer-Encoding wins, and the connection is suspect.
@@ -338,7 +337,7 @@ pub fn response_head(up: &UpstreamHead, side: &ClientSide<'_>, out: &mut Vec<u8>
             push_field(out, name, value);
             continue;
         }
-        if is_hop_by_hop(&lower) || named.iter().any(|t| *t == lower) {
+        if is_hop_by_hop(&lower) || named.contains(&lower) {
             continue;
         }
         match lower.as_str() {

@@ -12,10 +12,12 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
-use super::transport::Transport;
+use super::forward::{ClientInfo, Outcome, forward};
+use super::transport::{Connect, Transport};
+use super::upstream::Upstreams;
 use super::worker::Worker;
 use crate::http::{BodyDecoder, HeadError, Limits, Status, parse_head};
-use crate::site::{Body, Response};
+use crate::site::{Body, Front, Response};
 
 /// Largest buffered input we keep between reads (a head plus some body).
 const MAX_BUFFER: usize = 1 << 20;
@@ -42,13 +44,20 @@ enum End {
 const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 const LINGER_BYTES: usize = 256 * 1024;
 
-pub(crate) async fn serve<T: Transport>(
+pub(crate) async fn serve<T: Transport, U: Connect>(
     mut io: T,
     peer: SocketAddr,
     worker: Rc<Worker>,
+    upstreams: &Upstreams<U>,
     shutdown: watch::Receiver<bool>,
+    tls: bool,
 ) {
-    if let End::Linger = drive(&mut io, peer, worker, shutdown).await {
+    let side = Side {
+        peer,
+        tls,
+        upstreams,
+    };
+    if let End::Linger = drive(&mut io, &side, worker, shutdown).await {
         io.finish().await;
         io.shutdown_write();
         let deadline = Instant::now() + LINGER_TIME;
@@ -67,12 +76,20 @@ pub(crate) async fn serve<T: Transport>(
     io.shutdown_both();
 }
 
-async fn drive<T: Transport>(
-    io: &mut T,
+/// The client side of a connection, and where its proxied requests go.
+struct Side<'a, U> {
     peer: SocketAddr,
+    tls: bool,
+    upstreams: &'a Upstreams<U>,
+}
+
+async fn drive<T: Transport, U: Connect>(
+    io: &mut T,
+    side: &Side<'_, U>,
     worker: Rc<Worker>,
     mut shutdown: watch::Receiver<bool>,
 ) -> End {
+    let peer = side.peer;
     let config = worker.config();
     let who = Who {
         worker: &worker,
@@ -101,8 +118,65 @@ async fn drive<T: Transport>(
             };
         buf.drain(..head_len);
         served += 1;
+        let cap = config.max_requests_per_connection;
+        let close = !head.keep_alive || *shutdown.borrow() || (cap > 0 && served >= cap);
 
-        // 2. The body, decoded as it arrives and handed on in pieces.
+        // 2. Answered early, forwarded, or served here.
+        let local = match worker.front(&head, peer, &config).await {
+            Front::Proxy {
+                target,
+                host,
+                client,
+            } => {
+                let info = ClientInfo {
+                    peer,
+                    client,
+                    tls: side.tls,
+                    closing: close,
+                };
+                let outcome =
+                    forward(io, &mut buf, &head, &target, &info, side.upstreams, &config).await;
+                let request = Some((&head, started));
+                match outcome {
+                    Outcome::Relayed {
+                        status,
+                        bytes,
+                        keep,
+                    } => {
+                        worker.site().count_proxied(&head, &host, status);
+                        worker.access_log(&config, request, peer, status, bytes, served);
+                        if !keep {
+                            return End::Linger;
+                        }
+                        continue;
+                    }
+                    Outcome::Cut { status, bytes } => {
+                        worker.site().count_proxied(&head, &host, status);
+                        worker.access_log(&config, request, peer, status, bytes, served);
+                        return End::Close;
+                    }
+                    Outcome::Failed { status, body_read } => {
+                        let resp = worker
+                            .site()
+                            .proxy_error(&head, &host, status, &config)
+                            .await;
+                        let close = close || !body_read;
+                        let ok = write_response(io, resp, &who, request, close, served).await;
+                        if !ok {
+                            return End::Close;
+                        }
+                        if close {
+                            return End::Linger;
+                        }
+                        continue;
+                    }
+                }
+            }
+            Front::Respond(resp) => Err(resp),
+            Front::Local(local) => Ok(local),
+        };
+
+        // 3. The body, decoded as it arrives and handed on in pieces.
         let sink = match read_body(io, &mut buf, &head, &config, &worker).await {
             Ok(sink) => sink,
             Err(Stop::Quiet) => return End::Close,
@@ -115,10 +189,11 @@ async fn drive<T: Transport>(
             }
         };
 
-        // 3. The response.
-        let resp = worker.handle(&head, peer, sink, &config).await;
-        let cap = config.max_requests_per_connection;
-        let close = !head.keep_alive || *shutdown.borrow() || (cap > 0 && served >= cap);
+        // 4. The response.
+        let resp = match local {
+            Ok(local) => worker.handle_local(&head, local, sink, &config).await,
+            Err(resp) => resp,
+        };
         let ok = write_response(io, resp, &who, Some((&head, started)), close, served).await;
         if !ok {
             return End::Close;
@@ -224,7 +299,7 @@ async fn read_body<T: Transport>(
     }
 }
 
-enum ReadError {
+pub(super) enum ReadError {
     Timeout,
     Shutdown,
     Io,
@@ -232,7 +307,7 @@ enum ReadError {
 
 /// One read with a deadline, optionally abandoned on shutdown (only while
 /// idle between requests, so in-flight requests finish).
-async fn read_until<T: Transport>(
+pub(super) async fn read_until<T: Transport>(
     io: &mut T,
     buf: Vec<u8>,
     deadline: Instant,

@@ -16,9 +16,11 @@
 
 mod conn;
 mod date;
+mod forward;
 mod listener;
 pub mod tls;
 mod transport;
+mod upstream;
 mod worker;
 
 use std::io::Write as _;

@@ -191,11 +191,6 @@ impl<T: Transport> Tls<T> {
         }
     }
 
-    /// The connection underneath.
-    pub(crate) fn inner(&self) -> &T {
-        &self.io
-    }
-
     /// Feeds what `incoming` holds to rustls; whether a read would now
     /// return at once (plaintext, the peer's close, or an error).
     fn has_buffered(&mut self) -> bool {

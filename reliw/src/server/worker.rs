@@ -14,7 +14,8 @@ use tokio::sync::watch;
 use super::Shared;
 use super::conn;
 use super::tls::Tls;
-use super::transport::{Acceptor, EpollListener, Transport, UringListener};
+use super::transport::{Acceptor, Connect, EpollListener, UringListener};
+use super::upstream::Upstreams;
 use crate::config::Config;
 use crate::files::cache::{self, FileCache};
 use crate::http::{RequestHead, Status};
@@ -118,14 +119,29 @@ impl Worker {
         }
     }
 
-    pub(crate) async fn handle(
+    pub(crate) async fn front(
         &self,
         head: &RequestHead,
         peer: SocketAddr,
+        config: &Config,
+    ) -> crate::site::Front {
+        self.site.front(head, peer.ip(), config).await
+    }
+
+    pub(crate) async fn handle_local(
+        &self,
+        head: &RequestHead,
+        local: crate::site::Local,
         body: BodySink,
         config: &Config,
     ) -> Response {
-        self.site.handle(head, peer.ip(), &body.kept, config).await
+        self.site
+            .handle_local(head, local, &body.kept, config)
+            .await
+    }
+
+    pub(crate) fn site(&self) -> &Site {
+        &self.site
     }
 
     /// One access-log line (target `access`).
@@ -273,14 +289,20 @@ async fn serve_listeners<A: Acceptor + 'static>(
     wrap: fn(std::net::TcpListener) -> std::io::Result<A>,
 ) {
     let worker = Rc::new(Worker::new(shared));
+    let upstreams: Rc<Upstreams<A::Conn>> = Rc::new(Upstreams::new());
     let flusher = {
         let worker = Rc::clone(&worker);
+        let upstreams = Rc::clone(&upstreams);
         let mut shutdown = shutdown.clone();
         tokio::task::spawn_local(async move {
             loop {
-                let every = Duration::from_millis(worker.config().metrics.flush_ms);
+                let config = worker.config();
+                let every = Duration::from_millis(config.metrics.flush_ms);
                 tokio::select! {
-                    _ = tokio::time::sleep(every) => worker.flush_counts().await,
+                    _ = tokio::time::sleep(every) => {
+                        worker.flush_counts().await;
+                        upstreams.sweep(Duration::from_millis(config.proxy.pool_idle_timeout_ms));
+                    }
                     _ = shutdown.changed() => break,
                 }
             }
@@ -296,6 +318,7 @@ async fn serve_listeners<A: Acceptor + 'static>(
             }
         };
         let worker = Rc::clone(&worker);
+        let upstreams = Rc::clone(&upstreams);
         let mut shutdown = shutdown.clone();
         accepts.push(tokio::task::spawn_local(async move {
             loop {
@@ -306,8 +329,9 @@ async fn serve_listeners<A: Acceptor + 'static>(
                 match accepted {
                     Ok((io, peer)) => {
                         let worker = Rc::clone(&worker);
+                        let upstreams = Rc::clone(&upstreams);
                         let rx = shutdown.clone();
-                        tokio::task::spawn_local(connection(io, peer, worker, rx, tls));
+                        tokio::task::spawn_local(connection(io, peer, worker, upstreams, rx, tls));
                     }
                     Err(e) => accept_backoff(e).await,
                 }
@@ -320,14 +344,16 @@ async fn serve_listeners<A: Acceptor + 'static>(
     }
     drain(&worker).await;
     let _ = flusher.await;
+    upstreams.sweep(Duration::ZERO);
     // What the last requests counted.
     worker.flush_counts().await;
 }
 
-async fn connection<T: Transport>(
+async fn connection<T: Connect>(
     mut io: T,
     peer: SocketAddr,
     worker: Rc<Worker>,
+    upstreams: Rc<Upstreams<T>>,
     shutdown: watch::Receiver<bool>,
     tls: bool,
 ) {
@@ -342,7 +368,15 @@ async fn connection<T: Transport>(
         return;
     };
     if !tls {
-        conn::serve(io, peer, Rc::clone(&slot.worker), shutdown).await;
+        conn::serve(
+            io,
+            peer,
+            Rc::clone(&slot.worker),
+            &upstreams,
+            shutdown,
+            false,
+        )
+        .await;
         return;
     }
     let Some(config) = worker.shared.tls() else {
@@ -352,7 +386,15 @@ async fn connection<T: Transport>(
     match Tls::accept(io, config, timeout).await {
         Ok(tls) => {
             tracing::trace!(%peer, sni = tls.server_name(), "TLS established");
-            conn::serve(tls, peer, Rc::clone(&slot.worker), shutdown).await;
+            conn::serve(
+                tls,
+                peer,
+                Rc::clone(&slot.worker),
+                &upstreams,
+                shutdown,
+                true,
+            )
+            .await;
         }
         Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
     }

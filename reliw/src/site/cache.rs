@@ -104,8 +104,8 @@ pub struct SiteCache {
     pub routes: TtlMap<String, Option<Rc<Routes>>>,
     /// `P:API:<host>:<entry>`.
     pub entries: TtlMap<HostKey, EntryState>,
-    /// `P:PROXY:<host>` (raw JSON; None: no proxy).
-    pub proxies: TtlMap<String, Option<Rc<str>>>,
+    /// `P:PROXY:<host>`, parsed (None: no proxy; Err: why it is unusable).
+    pub proxies: TtlMap<String, Option<Rc<Result<crate::proxy::ProxyTarget, String>>>>,
     /// Rule sets that apply to a host: the global one, then the host's.
     pub waf: TtlMap<String, Rc<Vec<RuleSet>>>,
     /// `P:DATA:<host>:template` (None: the built-in one).

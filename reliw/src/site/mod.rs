@@ -44,6 +44,7 @@ use crate::files::{FileError, Files};
 use crate::http::{Method, RequestHead, ResponseHead, Status};
 use crate::metrics::NodeMetrics;
 use crate::metrics::counts::RequestCounts;
+use crate::proxy::ProxyTarget;
 use crate::render::Template;
 use crate::store::{Backend, Keys, Store, StoreError};
 use crate::waf::RuleSet;
@@ -58,6 +59,26 @@ pub enum Body {
         start: u64,
         len: u64,
     },
+}
+
+/// Where a request goes after host validation, the WAF and the proxy check.
+pub enum Front {
+    /// Answered already (bad host, WAF block, store failure, bad proxy entry).
+    Respond(Response),
+    /// Forwarded to the host's upstream.
+    Proxy {
+        target: Rc<ProxyTarget>,
+        host: String,
+        client: IpAddr,
+    },
+    /// Served here: routes, auth, content ([`Site::handle_local`]).
+    Local(Local),
+}
+
+/// A request on its way through the local steps of the pipeline.
+pub struct Local {
+    host: String,
+    client: IpAddr,
 }
 
 /// What the site sees of a request body: its first bytes (enough for a
@@ -282,11 +303,37 @@ impl Site {
         self.store.as_ref()
     }
 
-    /// The response to `req`.
-    pub async fn handle(
+    /// The first steps of the pipeline (host, WAF, proxy): whether the
+    /// request is answered already, forwarded, or served here. Decided
+    /// before the body is read, so a proxied body can stream.
+    pub async fn front(&self, req: &RequestHead, peer: IpAddr, config: &Config) -> Front {
+        let client = if config.trusted_proxies.is_empty() {
+            peer.to_canonical()
+        } else {
+            crate::client_ip::client_address(
+                peer,
+                req,
+                &config.trusted_proxy_cidrs,
+                &config.client_ip_header,
+            )
+        };
+        let Some(store) = &self.store else {
+            return Front::Local(Local {
+                host: String::new(),
+                client,
+            });
+        };
+        match self.front_steps(store, req, client, config).await {
+            Front::Respond(r) if req.method == Method::Head => Front::Respond(r.without_body()),
+            other => other,
+        }
+    }
+
+    /// The rest of the pipeline for a request [`Site::front`] kept here.
+    pub async fn handle_local(
         &self,
         req: &RequestHead,
-        peer: IpAddr,
+        local: Local,
         body: &RequestBody,
         config: &Config,
     ) -> Response {
@@ -296,19 +343,7 @@ impl Site {
                 let mut cache = self.file_cache.borrow_mut();
                 static_response(req, &mut files, &mut cache)
             }
-            Some(store) => {
-                let client = if config.trusted_proxies.is_empty() {
-                    peer.to_canonical()
-                } else {
-                    crate::client_ip::client_address(
-                        peer,
-                        req,
-                        &config.trusted_proxy_cidrs,
-                        &config.client_ip_header,
-                    )
-                };
-                self.pipeline(store, req, client, body, config).await
-            }
+            Some(store) => self.local_steps(store, req, local, body, config).await,
         };
         if req.method == Method::Head {
             response.without_body()
@@ -317,26 +352,62 @@ impl Site {
         }
     }
 
-    async fn pipeline(
+    /// Counts a proxied request in the host's metrics.
+    pub fn count_proxied(&self, req: &RequestHead, host: &str, status: Status) {
+        self.counts.borrow_mut().record(
+            Some(host),
+            host,
+            req.method.as_str(),
+            req.path(),
+            status.code(),
+        );
+    }
+
+    /// The error page for a proxied request that failed before the
+    /// upstream answered (502, 504, ...), counted in the metrics.
+    pub async fn proxy_error(
+        &self,
+        req: &RequestHead,
+        host: &str,
+        status: Status,
+        config: &Config,
+    ) -> Response {
+        let ctx = Ctx {
+            req,
+            config,
+            host: host.to_owned(),
+            path: req.path(),
+            client: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            routed: true,
+            meta: None,
+        };
+        let r = self.error(&ctx, status).await;
+        if req.method == Method::Head {
+            r.without_body()
+        } else {
+            r
+        }
+    }
+
+    async fn front_steps(
         &self,
         store: &Backend,
         req: &RequestHead,
         client: IpAddr,
-        body: &RequestBody,
         config: &Config,
-    ) -> Response {
+    ) -> Front {
         // 1. Host and path.
         let Some(host) = request_host(req) else {
             tracing::debug!(host = req.host.as_deref(), "invalid host");
-            return Response::error(Status::BAD_REQUEST);
+            return Front::Respond(Response::error(Status::BAD_REQUEST));
         };
         let path = req.path();
         if let Err(e) = relative_path(path) {
             tracing::debug!(host, path, reason = e.0, "bad path");
-            return Response::error(Status::BAD_REQUEST);
+            return Front::Respond(Response::error(Status::BAD_REQUEST));
         }
         self.cache.borrow_mut().sync(&self.control);
-        let mut ctx = Ctx {
+        let ctx = Ctx {
             req,
             config,
             host,
@@ -367,9 +438,10 @@ impl Site {
                     if config.waf.block_response == "reliw-redirect" {
                         // RELIW's answer, for operators whose tooling expects it.
                         let to = "http://127.0.0.1/Fuck_Off";
-                        return Response::redirect(Status::MOVED_PERMANENTLY, to, Vec::new());
+                        let r = Response::redirect(Status::MOVED_PERMANENTLY, to, Vec::new());
+                        return Front::Respond(r);
                     }
-                    return self.error(&ctx, Status::FORBIDDEN).await;
+                    return Front::Respond(self.error(&ctx, Status::FORBIDDEN).await);
                 }
             }
             Err(e) => self.store_failed("WAF rules", &e),
@@ -377,16 +449,48 @@ impl Site {
 
         // 3. Proxy.
         match self.proxy(store, &ctx.host).await {
-            Ok(None) => {}
-            Ok(Some(_)) => {
-                tracing::error!(
-                    vhost = ctx.host,
-                    "a proxy is configured for this host, but proxying is not available in this build"
-                );
-                return self.error(&ctx, Status::BAD_GATEWAY).await;
-            }
-            Err(e) => return self.unavailable(&ctx, "proxy config", &e).await,
+            Ok(None) => Front::Local(Local {
+                host: ctx.host,
+                client,
+            }),
+            Ok(Some(entry)) => match &*entry {
+                Ok(target) => Front::Proxy {
+                    target: Rc::new(target.clone()),
+                    host: ctx.host,
+                    client,
+                },
+                Err(why) => {
+                    tracing::error!(
+                        vhost = ctx.host,
+                        "invalid {}: {why}",
+                        self.keys.proxy(&ctx.host)
+                    );
+                    Front::Respond(self.error(&ctx, Status::BAD_GATEWAY).await)
+                }
+            },
+            Err(e) => Front::Respond(self.unavailable(&ctx, "proxy config", &e).await),
         }
+    }
+
+    async fn local_steps(
+        &self,
+        store: &Backend,
+        req: &RequestHead,
+        local: Local,
+        body: &RequestBody,
+        config: &Config,
+    ) -> Response {
+        let path = req.path();
+        let client = local.client;
+        let mut ctx = Ctx {
+            req,
+            config,
+            host: local.host,
+            path,
+            client,
+            routed: false,
+            meta: None,
+        };
 
         // 4. Route.
         let routes = match self.routes(store, &ctx.host).await {
@@ -796,7 +900,11 @@ impl Site {
         .await
     }
 
-    async fn proxy(&self, store: &Backend, host: &str) -> Result<Option<Rc<str>>, StoreError> {
+    async fn proxy(
+        &self,
+        store: &Backend,
+        host: &str,
+    ) -> Result<Option<Rc<Result<ProxyTarget, String>>>, StoreError> {
         let key = self.keys.proxy(host);
         self.cached(
             |c| &mut c.proxies,
@@ -806,7 +914,7 @@ impl Site {
                 Ok(store
                     .get(&key)
                     .await?
-                    .map(|v| Rc::from(String::from_utf8_lossy(&v).as_ref())))
+                    .map(|v| Rc::new(ProxyTarget::parse(&v))))
             },
         )
         .await
