@@ -8,6 +8,7 @@
 pub mod redis;
 pub mod server;
 pub mod tls;
+pub mod upstream;
 
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;

@@ -289,6 +289,18 @@ impl Client {
                 } else {
                     len
                 };
+                let chunked = headers.iter().any(|(k, v)| {
+                    k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked")
+                });
+                if chunked && len == 0 && method != "HEAD" {
+                    self.buf.drain(..n);
+                    let body = self.chunked_body()?;
+                    return Some(Response {
+                        status,
+                        headers,
+                        body,
+                    });
+                }
                 while self.buf.len() < n + len {
                     if !self.fill() {
                         return None;
@@ -306,6 +318,48 @@ impl Client {
                 return None;
             }
         }
+    }
+
+    /// One CRLF-terminated line from the buffer (reading more as needed).
+    fn line(&mut self) -> Option<String> {
+        loop {
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&self.buf[..i]).into_owned();
+                self.buf.drain(..i + 2);
+                return Some(line);
+            }
+            if !self.fill() {
+                return None;
+            }
+        }
+    }
+
+    /// A chunked body, decoded (extensions and trailers dropped); `None`
+    /// if the connection ended first.
+    fn chunked_body(&mut self) -> Option<Vec<u8>> {
+        let mut body = Vec::new();
+        loop {
+            let line = self.line()?;
+            let size = line.split(';').next().unwrap_or("").trim();
+            let size = usize::from_str_radix(size, 16).ok()?;
+            if size == 0 {
+                while !self.line()?.is_empty() {}
+                return Some(body);
+            }
+            while self.buf.len() < size + 2 {
+                if !self.fill() {
+                    return None;
+                }
+            }
+            body.extend_from_slice(&self.buf[..size]);
+            self.buf.drain(..size + 2);
+        }
+    }
+
+    /// Everything until the server closes (a close-delimited body).
+    pub fn read_to_close(&mut self) -> Vec<u8> {
+        while self.fill() {}
+        std::mem::take(&mut self.buf)
     }
 
     fn fill(&mut self) -> bool {

@@ -14,6 +14,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 pub struct TestCa {
     issuer: Issuer<'static, KeyPair>,
     pub der: CertificateDer<'static>,
+    /// The CA certificate as PEM (for `tls_cafile`).
+    pub pem: String,
 }
 
 /// A leaf certificate written as PEM files.
@@ -31,6 +33,7 @@ impl TestCa {
         let cert = params.self_signed(&key).unwrap();
         Self {
             der: cert.der().clone(),
+            pem: cert.pem(),
             issuer: Issuer::new(params, key),
         }
     }
@@ -204,5 +207,22 @@ pub fn get(stream: &mut TlsStream, host: &str, path: &str) -> (u16, Vec<u8>) {
         let n = stream.read(&mut chunk).unwrap();
         assert!(n > 0, "EOF before a response");
         buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+impl Leaf {
+    /// A server config presenting this certificate (for a TLS upstream).
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        use rustls::pki_types::PrivateKeyDer;
+        use rustls::pki_types::pem::PemObject as _;
+        let key = PrivateKeyDer::from_pem_file(&self.key).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![self.der.clone()], key)
+            .unwrap();
+        Arc::new(config)
     }
 }
