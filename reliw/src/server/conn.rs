@@ -189,7 +189,8 @@ async fn drive<T: Transport, U: Connect>(
             }
         };
 
-        // 4. The response.
+        // 4. The response (a shutdown during the body closes after it).
+        let close = close || *shutdown.borrow();
         let resp = match local {
             Ok(local) => worker.handle_local(&head, local, sink, &config).await,
             Err(resp) => resp,
