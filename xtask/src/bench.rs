@@ -117,7 +117,9 @@ pub(crate) fn run(
     rounds: usize,
     connections: u32,
     send: bool,
+    only: Option<&str>,
 ) -> Result<()> {
+    let wanted = |case: &str| only.is_none_or(|o| o == case);
     let dir = root.join("target/bench");
     let www = dir.join("www");
     std::fs::create_dir_all(www.join("__"))?;
@@ -192,7 +194,7 @@ pub(crate) fn run(
     );
     let mut results = Vec::new();
     let mut table = String::new();
-    for (file, size) in &files {
+    for (file, size) in files.iter().filter(|_| wanted("static")) {
         let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); servers.len()];
         for round in 0..rounds {
             // Rotate who goes first in each round.
@@ -238,9 +240,16 @@ pub(crate) fn run(
     if !send {
         drop(servers);
         servers = Vec::new();
-        let (line, entry) = tls_case(root, &dir, &www, duration, rounds, connections)?;
-        table.push_str(&line);
-        results.push(entry);
+        if wanted("tls") {
+            let (line, entry) = tls_case(root, &dir, &www, duration, rounds, connections)?;
+            table.push_str(&line);
+            results.push(entry);
+        }
+        if wanted("proxy") {
+            let (line, entry) = proxy_case(root, &dir, &www, duration, rounds, connections)?;
+            table.push_str(&line);
+            results.push(entry);
+        }
     }
     let json = serde_json::json!({
         "results": results,
@@ -329,6 +338,74 @@ fn tls_case(
     Ok((line, entry))
 }
 
+/// 1 KiB through a reverse proxy with upstream keep-alive: reliw
+/// (`P:PROXY`) against nginx (`proxy_pass` to an upstream block with
+/// `keepalive`), both in front of the same upstream: an nginx serving the
+/// file, on CPU 0 with the proxies.
+fn proxy_case(
+    root: &Path,
+    dir: &Path,
+    www: &Path,
+    duration: u64,
+    rounds: usize,
+    connections: u32,
+) -> Result<(String, serde_json::Value)> {
+    let up_port = free_port()?;
+    let site = format!("root {};", www.join("__").display());
+    let conf = write_nginx_conf_as(dir, "nginx-upstream", up_port, None, "", &site)?;
+    let upstream = run_nginx(dir, &conf, "nginx-upstream", up_port)?;
+
+    let site_file = dir.join("proxy-site.json");
+    let entry = serde_json::json!({"target": "127.0.0.1", "port": up_port}).to_string();
+    std::fs::write(
+        &site_file,
+        serde_json::json!({"RLW:PROXY:127.0.0.1": entry}).to_string(),
+    )?;
+    let store = serde_json::json!({"store": {"backend": "memory", "site_file": site_file}});
+    let (reliw, port) = start_reliw(root, dir, www, "reliw-proxy", "auto", 16 * 1024, store)?;
+
+    let nginx_port = free_port()?;
+    let pool = format!("upstream backend {{ server 127.0.0.1:{up_port}; keepalive 64; }}");
+    let site = "location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; }";
+    let conf = write_nginx_conf_as(dir, "nginx-proxy", nginx_port, None, &pool, site)?;
+    let nginx = run_nginx(dir, &conf, "nginx-proxy", nginx_port)?;
+
+    let pair = [(&reliw, port), (&nginx, nginx_port)];
+    let mut samples: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        for k in 0..2 {
+            let which = (k + round) % 2;
+            let (server, port) = pair[which];
+            let s = wrk(
+                &format!("http://127.0.0.1:{port}/1k.bin"),
+                duration,
+                connections,
+            )?;
+            print_round("1k proxy", round, server.name, &s);
+            samples[which].push(s);
+        }
+    }
+    drop(upstream);
+    let (r, n) = (median(&samples[0]), median(&samples[1]));
+    let line = format!(
+        " 1k proxy: {:<12} {:>9.0} req/s (p50 {:.0}us, p99 {:.0}us) | nginx-proxy {:>9.0} req/s (p50 {:.0}us, p99 {:.0}us) | ratio {:.2}x, p99 ratio {:.2}\n",
+        "reliw-proxy",
+        r.rps,
+        r.p50_us,
+        r.p99_us,
+        n.rps,
+        n.p50_us,
+        n.p99_us,
+        r.rps / n.rps,
+        r.p99_us / n.p99_us
+    );
+    let entry = serde_json::json!({
+        "file": "1k.bin", "proxy": true, "nginx-proxy": sample_json(&n), "reliw-proxy": sample_json(&r),
+        "reliw-proxy_rps_ratio": r.rps / n.rps, "reliw-proxy_p99_ratio": r.p99_us / n.p99_us,
+    });
+    Ok((line, entry))
+}
+
 fn print_round(what: &str, round: usize, name: &str, s: &Sample) {
     println!(
         "  {what:>9} round {} {name:<12} {:>10.0} req/s  p50 {:>7.0}us  p99 {:>7.0}us",
@@ -344,6 +421,11 @@ fn start_nginx(dir: &Path, www: &Path, tls: Option<(&Path, &Path)>) -> Result<(R
     let port = free_port()?;
     let conf = write_nginx_conf(dir, &www.join("__"), port, tls)?;
     let name = if tls.is_some() { "nginx-tls" } else { "nginx" };
+    Ok((run_nginx(dir, &conf, name, port)?, port))
+}
+
+/// Runs nginx on CPU 0 with `conf` and waits for `port`.
+fn run_nginx(dir: &Path, conf: &Path, name: &'static str, port: u16) -> Result<Running> {
     let running = Running {
         child: Command::new("taskset")
             .args(["-c", "0", "nginx", "-c"])
@@ -357,7 +439,7 @@ fn start_nginx(dir: &Path, www: &Path, tls: Option<(&Path, &Path)>) -> Result<(R
         name,
     };
     wait_for_port(port, name)?;
-    Ok((running, port))
+    Ok(running)
 }
 
 /// A private redis-server for the bench (CPU 1, with wrk: it is not on
@@ -408,6 +490,20 @@ fn write_nginx_conf(
     tls: Option<(&Path, &Path)>,
 ) -> Result<PathBuf> {
     let name = if tls.is_some() { "nginx-tls" } else { "nginx" };
+    let site = format!("root {};", root.display());
+    write_nginx_conf_as(dir, name, port, tls, "", &site)
+}
+
+/// nginx's config named `name`: `http_extra` at the http level, `site`
+/// inside the server block.
+fn write_nginx_conf_as(
+    dir: &Path,
+    name: &str,
+    port: u16,
+    tls: Option<(&Path, &Path)>,
+    http_extra: &str,
+    site: &str,
+) -> Result<PathBuf> {
     let listen = match tls {
         None => format!("listen 127.0.0.1:{port} backlog=4096;"),
         Some((cert, key)) => format!(
@@ -435,14 +531,14 @@ http {{
     uwsgi_temp_path {dir}/nginx-uwsgi;
     scgi_temp_path {dir}/nginx-scgi;
     types {{ application/octet-stream bin; }}
+    {http_extra}
     server {{
         {listen}
-        root {root};
+        {site}
     }}
 }}
 "#,
         dir = dir.display(),
-        root = root.display()
     );
     let path = dir.join(format!("{name}.conf"));
     std::fs::write(&path, conf)?;

@@ -55,7 +55,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Benchmark reliw against nginx on loopback (static files).
+    /// Benchmark reliw against nginx on loopback: static files (plain and
+    /// through a Redis route), HTTPS, and reverse proxying.
     Bench {
         /// Seconds per wrk run.
         #[arg(long, default_value_t = 5)]
@@ -69,6 +70,9 @@ enum Cmd {
         /// Compare sending bodies from memory with sendfile (100 KiB, 8 MiB).
         #[arg(long)]
         send: bool,
+        /// Run one case only: static, tls or proxy.
+        #[arg(long, value_parser = ["static", "tls", "proxy"])]
+        only: Option<String>,
     },
     /// Fuzz the HTTP codec (cargo fuzz, nightly) for a while.
     Fuzz {
@@ -129,10 +133,11 @@ fn main() -> Result<()> {
             rounds,
             connections,
             send,
+            only,
         } => {
             setup::run(false)?;
             build(&root)?;
-            bench::run(&root, duration, rounds, connections, send)
+            bench::run(&root, duration, rounds, connections, send, only.as_deref())
         }
         Cmd::Fuzz { seconds } => {
             setup::run(false)?;

@@ -36,6 +36,23 @@ fn is_hop_by_hop(name: &str) -> bool {
     ) || name.starts_with("proxy-")
 }
 
+/// [`is_hop_by_hop`] for a name in any case.
+fn is_hop_by_hop_any_case(name: &str) -> bool {
+    [
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
+        || name
+            .get(..6)
+            .is_some_and(|p| p.eq_ignore_ascii_case("proxy-"))
+}
+
 /// The lower-cased tokens of every `Connection` field.
 fn connection_tokens<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> Vec<String> {
     let mut tokens = Vec::new();
@@ -169,16 +186,42 @@ pub enum ResponseFraming {
     UntilClose,
 }
 
-/// An upstream response head.
+/// An upstream response head: one copy of its bytes, and where the
+/// fields are in it (two allocations, whatever the field count).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UpstreamHead {
     pub status: u16,
-    pub reason: String,
-    /// Fields in arrival order, names as sent.
-    pub headers: Vec<(String, Vec<u8>)>,
+    raw: Vec<u8>,
+    reason: std::ops::Range<usize>,
+    /// (name, value) of each field, in arrival order, as ranges of `raw`.
+    fields: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
     pub framing: ResponseFraming,
     /// The upstream keeps the connection for another request after this one.
     pub reusable: bool,
+}
+
+impl UpstreamHead {
+    /// The reason phrase, as sent.
+    pub fn reason(&self) -> &str {
+        std::str::from_utf8(&self.raw[self.reason.clone()]).unwrap_or("")
+    }
+
+    /// The fields, names as sent.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.fields.iter().map(|(n, v)| {
+            (
+                std::str::from_utf8(&self.raw[n.clone()]).unwrap_or(""),
+                &self.raw[v.clone()],
+            )
+        })
+    }
+}
+
+/// Where `part` lies within `whole` (a sub-slice of it).
+fn range_in(whole: &[u8], part: &[u8]) -> std::ops::Range<usize> {
+    let start = (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);
+    let start = start.min(whole.len());
+    start..(start + part.len()).min(whole.len())
 }
 
 /// Most fields in an upstream response head.
@@ -209,22 +252,29 @@ pub fn parse_response(
         return Err("status code out of range");
     }
     let minor = resp.version.unwrap_or(1);
-    let headers: Vec<(String, Vec<u8>)> = resp
+    let raw = &buf[..len];
+    let fields: Vec<_> = resp
         .headers
         .iter()
-        .map(|h| (h.name.to_owned(), h.value.trim_ascii().to_vec()))
+        .map(|h| {
+            (
+                range_in(raw, h.name.as_bytes()),
+                range_in(raw, h.value.trim_ascii()),
+            )
+        })
         .collect();
-    let tokens = connection_tokens(headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
+    let tokens = connection_tokens(resp.headers.iter().map(|h| (h.name, h.value)));
     let mut reusable = if minor == 0 {
         tokens.iter().any(|t| t == "keep-alive")
     } else {
         !tokens.iter().any(|t| t == "close")
     };
+    let headers = &*resp.headers;
     let field = |name: &'static str| {
         headers
             .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.trim_ascii())
     };
     let framing = if method == Method::Head || status < 200 || status == 204 || status == 304 {
         ResponseFraming::None
@@ -266,10 +316,12 @@ pub fn parse_response(
     if framing == ResponseFraming::UntilClose {
         reusable = false;
     }
+    let reason = range_in(raw, resp.reason.unwrap_or("").as_bytes());
     let head = UpstreamHead {
         status,
-        reason: resp.reason.unwrap_or("").to_owned(),
-        headers,
+        raw: raw.to_vec(),
+        reason,
+        fields,
         framing,
         reusable,
     };
@@ -322,44 +374,46 @@ pub fn response_head(up: &UpstreamHead, side: &ClientSide<'_>, out: &mut Vec<u8>
         ByteWriter(out),
         "HTTP/1.1 {} {}\r\n",
         up.status,
-        if up.reason.is_empty() {
+        if up.reason().is_empty() {
             crate::http::Status::from_code(up.status).reason()
         } else {
-            &up.reason
+            up.reason()
         }
     );
     let switching = up.status == 101;
-    let named = connection_tokens(up.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
+    let named = connection_tokens(up.headers());
     let mut dated = false;
-    for (name, value) in &up.headers {
-        let lower = name.to_ascii_lowercase();
-        if switching && lower == "upgrade" {
+    for (name, value) in up.headers() {
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        if switching && is("upgrade") {
             push_field(out, name, value);
             continue;
         }
-        if is_hop_by_hop(&lower) || named.contains(&lower) {
+        if is_hop_by_hop_any_case(name) || named.iter().any(|t| is(t)) {
             continue;
         }
-        match lower.as_str() {
+        if is("content-length") {
             // Kept as the upstream said only where there is no body to
             // frame (HEAD, 304): it describes the body of a GET.
-            "content-length" if side.framing != ClientFraming::None || up.status == 204 => {}
-            "date" => {
-                dated = true;
+            if side.framing == ClientFraming::None && up.status != 204 {
                 push_field(out, name, value);
             }
-            "access-control-allow-origin" => match side.origin {
+        } else if is("date") {
+            dated = true;
+            push_field(out, name, value);
+        } else if is("access-control-allow-origin") {
+            match side.origin {
                 Some(origin) if value.eq_ignore_ascii_case(side.upstream_origin.as_bytes()) => {
                     push_field(out, name, origin);
                 }
                 _ => push_field(out, name, value),
-            },
-            "set-cookie" if side.tls && !cookie_is_secure(value) => {
-                let mut v = value.clone();
-                v.extend_from_slice(b"; Secure");
-                push_field(out, name, &v);
             }
-            _ => push_field(out, name, value),
+        } else if is("set-cookie") && side.tls && !cookie_is_secure(value) {
+            let mut v = value.to_vec();
+            v.extend_from_slice(b"; Secure");
+            push_field(out, name, &v);
+        } else {
+            push_field(out, name, value);
         }
     }
     if !dated {

@@ -33,6 +33,8 @@ pub struct ProxyTarget {
     pub origin: String,
     /// The `Host` header the upstream gets.
     pub authority: String,
+    /// What its pooled connections are filed under.
+    pub pool_key: PoolKey,
 }
 
 /// What pooled connections are shared by: same address, same TLS settings.
@@ -44,14 +46,6 @@ pub struct PoolKey {
 }
 
 impl ProxyTarget {
-    pub fn pool_key(&self) -> PoolKey {
-        PoolKey {
-            host: self.host.clone(),
-            port: self.port,
-            tls: self.tls.clone(),
-        }
-    }
-
     pub fn scheme(&self) -> &'static str {
         if self.tls.is_some() { "https" } else { "http" }
     }
@@ -161,6 +155,11 @@ impl ProxyTarget {
             format!("{bracketed}:{port}")
         };
         let origin = format!("{}://{authority}", if https { "https" } else { "http" });
+        let pool_key = PoolKey {
+            host: host.clone(),
+            port,
+            tls: tls.clone(),
+        };
         Ok(Self {
             host,
             port,
@@ -168,6 +167,7 @@ impl ProxyTarget {
             handshake_timeout,
             origin,
             authority,
+            pool_key,
         })
     }
 }

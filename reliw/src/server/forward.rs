@@ -109,7 +109,7 @@ pub(crate) async fn forward<T: Transport, U: Connect>(
                 | Method::Put
                 | Method::Delete
         );
-    let key = target.pool_key();
+    let key = &target.pool_key;
     let pool_idle = Duration::from_millis(p.pool_idle_timeout_ms);
     let log_fail = |status: Status, cause: &dyn std::fmt::Display| {
         tracing::warn!(
@@ -121,7 +121,7 @@ pub(crate) async fn forward<T: Transport, U: Connect>(
 
     let mut retried = false;
     let (mut up, response, mut rbuf) = loop {
-        let (mut up, reused) = match upstreams.take_idle(&key, pool_idle) {
+        let (mut up, reused) = match upstreams.take_idle(key, pool_idle) {
             Some(conn) => (conn, true),
             None => match upstreams.open(target, config).await {
                 Ok(conn) => (conn, false),
@@ -171,7 +171,8 @@ pub(crate) async fn forward<T: Transport, U: Connect>(
                 };
             }
         };
-        match read_response_head(&mut up, req.method, upgrade, config).await {
+        let rbuf = upstreams.buffer(p.buffer_size);
+        match read_response_head(&mut up, rbuf, req.method, upgrade, config).await {
             Ok((response, rest)) => break (up, response, rest),
             Err(HeadFail::Closed) if may_retry => {
                 tracing::debug!(
@@ -208,7 +209,7 @@ pub(crate) async fn forward<T: Transport, U: Connect>(
     let status = Status::from_code(response.status);
     let framing = ClientFraming::for_client(response.framing, req.minor_version);
     let close = info.closing || !body.is_done() || framing == ClientFraming::Close;
-    let mut out = Vec::with_capacity(p.buffer_size.min(64 * 1024));
+    let mut out = upstreams.buffer(p.buffer_size);
     super::date::with_date(|date| {
         let side = ClientSide {
             tls: info.tls,
@@ -233,11 +234,17 @@ pub(crate) async fn forward<T: Transport, U: Connect>(
         return Outcome::Cut { status, bytes };
     }
 
-    let relayed = relay_body(client, &mut up, &response, framing, &mut rbuf, out, config).await;
+    let relayed = relay_body(
+        client, &mut up, &response, framing, &mut rbuf, &mut out, config,
+    )
+    .await;
+    upstreams.recycle(out, p.buffer_size);
+    let leftover = !rbuf.is_empty();
+    upstreams.recycle(rbuf, p.buffer_size);
     match relayed {
         Ok(bytes) => {
-            if response.reusable && rbuf.is_empty() {
-                upstreams.put_back(&key, up, p.pool_max_idle);
+            if response.reusable && !leftover {
+                upstreams.put_back(key, up, p.pool_max_idle);
             } else {
                 up.shutdown_both();
             }
@@ -370,13 +377,13 @@ async fn send_request<T: Transport, U: Transport>(
 /// after it.
 async fn read_response_head<U: Transport>(
     up: &mut UpConn<U>,
+    mut rbuf: Vec<u8>,
     method: Method,
     upgrade: bool,
     config: &Config,
 ) -> Result<(UpstreamHead, Vec<u8>), HeadFail> {
     let p = &config.proxy;
     let deadline = Instant::now() + Duration::from_millis(p.response_timeout_ms);
-    let mut rbuf: Vec<u8> = Vec::with_capacity(p.buffer_size);
     let mut received = 0usize;
     loop {
         match head::parse_response(&rbuf, method, p.max_response_head) {
@@ -424,7 +431,7 @@ async fn relay_body<T: Transport, U: Transport>(
     response: &UpstreamHead,
     framing: ClientFraming,
     rbuf: &mut Vec<u8>,
-    mut out: Vec<u8>,
+    out: &mut Vec<u8>,
     config: &Config,
 ) -> Result<u64, (u64, Option<String>)> {
     let p = &config.proxy;
@@ -455,19 +462,19 @@ async fn relay_body<T: Transport, U: Transport>(
                         && decoded.data[0] == (0..rbuf.len())
                         && decoded.consumed == rbuf.len();
                     if direct && whole {
-                        std::mem::swap(&mut out, rbuf);
+                        std::mem::swap(out, rbuf);
                     } else {
                         for range in decoded.data {
-                            frame(&mut out, &rbuf[range], chunked_out);
+                            frame(out, &rbuf[range], chunked_out);
                         }
                         rbuf.drain(..decoded.consumed);
                     }
                 }
                 None => {
                     if direct {
-                        std::mem::swap(&mut out, rbuf);
+                        std::mem::swap(out, rbuf);
                     } else {
-                        frame(&mut out, rbuf, chunked_out);
+                        frame(out, rbuf, chunked_out);
                         rbuf.clear();
                     }
                 }
@@ -481,12 +488,12 @@ async fn relay_body<T: Transport, U: Transport>(
         }
         if !out.is_empty() {
             let len = out.len() as u64;
-            let (res, b) = write_within(client, out, limit).await;
+            let (res, b) = write_within(client, std::mem::take(out), limit).await;
             if res.is_err() {
                 return Err((sent, None));
             }
             sent += len;
-            out = b;
+            *out = b;
             out.clear();
         }
         if done {

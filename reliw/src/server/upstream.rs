@@ -138,7 +138,18 @@ pub(crate) struct Upstreams<U> {
     idle: RefCell<HashMap<PoolKey, Vec<Idle<U>>>>,
     tls: RefCell<HashMap<UpstreamTls, Arc<rustls::ClientConfig>>>,
     warned: RefCell<HashSet<PoolKey>>,
+    /// Relay buffers, reused: a fresh 64 KiB buffer per request made
+    /// malloc trim and grow the heap at every request.
+    buffers: RefCell<Vec<Vec<u8>>>,
 }
+
+/// A connection back in the pool this recently is not checked for a
+/// close before reuse (one syscall saved per request); if the upstream
+/// did close it, the retry covers idempotent requests.
+const FRESH: Duration = Duration::from_millis(250);
+
+/// Most spare relay buffers kept per worker.
+const SPARE_BUFFERS: usize = 256;
 
 impl<U: Connect> Upstreams<U> {
     pub(crate) fn new() -> Self {
@@ -146,6 +157,27 @@ impl<U: Connect> Upstreams<U> {
             idle: RefCell::new(HashMap::new()),
             tls: RefCell::new(HashMap::new()),
             warned: RefCell::new(HashSet::new()),
+            buffers: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// An empty buffer of at least `size` bytes' capacity.
+    pub(crate) fn buffer(&self, size: usize) -> Vec<u8> {
+        match self.buffers.borrow_mut().pop() {
+            Some(mut b) => {
+                b.reserve(size);
+                b
+            }
+            None => Vec::with_capacity(size),
+        }
+    }
+
+    /// Gives a buffer back for reuse (unless it grew large).
+    pub(crate) fn recycle(&self, mut buf: Vec<u8>, size: usize) {
+        let mut spare = self.buffers.borrow_mut();
+        if buf.capacity() <= size * 2 && spare.len() < SPARE_BUFFERS {
+            buf.clear();
+            spare.push(buf);
         }
     }
 
@@ -155,7 +187,8 @@ impl<U: Connect> Upstreams<U> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(key)?;
         while let Some((conn, since)) = list.pop() {
-            if since.elapsed() < max_idle && idle_and_open(conn.fd()) {
+            let idle = since.elapsed();
+            if idle < max_idle && (idle < FRESH || idle_and_open(conn.fd())) {
                 return Some(conn);
             }
             conn.shutdown_both();
@@ -229,7 +262,7 @@ impl<U: Connect> Upstreams<U> {
         settings: &UpstreamTls,
         target: &ProxyTarget,
     ) -> Result<Arc<rustls::ClientConfig>, ConnectError> {
-        if !settings.verify && self.warned.borrow_mut().insert(target.pool_key()) {
+        if !settings.verify && self.warned.borrow_mut().insert(target.pool_key.clone()) {
             tracing::warn!(
                 upstream = target.origin,
                 "upstream certificate is not verified (tls_insecure / tls_no_verify / no_verify_mode)"

@@ -105,7 +105,7 @@ pub struct SiteCache {
     /// `P:API:<host>:<entry>`.
     pub entries: TtlMap<HostKey, EntryState>,
     /// `P:PROXY:<host>`, parsed (None: no proxy; Err: why it is unusable).
-    pub proxies: TtlMap<String, Option<Rc<Result<crate::proxy::ProxyTarget, String>>>>,
+    pub proxies: TtlMap<String, Option<Result<Rc<crate::proxy::ProxyTarget>, Rc<str>>>>,
     /// Rule sets that apply to a host: the global one, then the host's.
     pub waf: TtlMap<String, Rc<Vec<RuleSet>>>,
     /// `P:DATA:<host>:template` (None: the built-in one).

@@ -453,9 +453,9 @@ impl Site {
                 host: ctx.host,
                 client,
             }),
-            Ok(Some(entry)) => match &*entry {
+            Ok(Some(entry)) => match entry {
                 Ok(target) => Front::Proxy {
-                    target: Rc::new(target.clone()),
+                    target,
                     host: ctx.host,
                     client,
                 },
@@ -904,7 +904,7 @@ impl Site {
         &self,
         store: &Backend,
         host: &str,
-    ) -> Result<Option<Rc<Result<ProxyTarget, String>>>, StoreError> {
+    ) -> Result<Option<Result<Rc<ProxyTarget>, Rc<str>>>, StoreError> {
         let key = self.keys.proxy(host);
         self.cached(
             |c| &mut c.proxies,
@@ -914,7 +914,7 @@ impl Site {
                 Ok(store
                     .get(&key)
                     .await?
-                    .map(|v| Rc::new(ProxyTarget::parse(&v))))
+                    .map(|v| ProxyTarget::parse(&v).map(Rc::new).map_err(Rc::from)))
             },
         )
         .await
