@@ -97,6 +97,9 @@ pub struct Page {
 /// How many keys each map holds at most.
 const MAP_CAP: usize = 10_000;
 
+/// A host's `P:PROXY` entry: none, a usable target, or why it is unusable.
+pub type ProxyEntry = Option<Result<Rc<crate::proxy::ProxyTarget>, Rc<str>>>;
+
 /// Everything a worker caches from the store.
 pub struct SiteCache {
     pub ttl: Duration,
@@ -105,7 +108,7 @@ pub struct SiteCache {
     /// `P:API:<host>:<entry>`.
     pub entries: TtlMap<HostKey, EntryState>,
     /// `P:PROXY:<host>`, parsed (None: no proxy; Err: why it is unusable).
-    pub proxies: TtlMap<String, Option<Result<Rc<crate::proxy::ProxyTarget>, Rc<str>>>>,
+    pub proxies: TtlMap<String, ProxyEntry>,
     /// Rule sets that apply to a host: the global one, then the host's.
     pub waf: TtlMap<String, Rc<Vec<RuleSet>>>,
     /// `P:DATA:<host>:template` (None: the built-in one).

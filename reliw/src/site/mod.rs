@@ -904,7 +904,7 @@ impl Site {
         &self,
         store: &Backend,
         host: &str,
-    ) -> Result<Option<Result<Rc<ProxyTarget>, Rc<str>>>, StoreError> {
+    ) -> Result<cache::ProxyEntry, StoreError> {
         let key = self.keys.proxy(host);
         self.cached(
             |c| &mut c.proxies,
