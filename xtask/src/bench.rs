@@ -429,7 +429,7 @@ fn run_nginx(dir: &Path, conf: &Path, name: &'static str, port: u16) -> Result<R
     let running = Running {
         child: Command::new("taskset")
             .args(["-c", "0", "nginx", "-c"])
-            .arg(&conf)
+            .arg(conf)
             .arg("-p")
             .arg(dir)
             .stdout(Stdio::null())
