@@ -900,11 +900,7 @@ impl Site {
         .await
     }
 
-    async fn proxy(
-        &self,
-        store: &Backend,
-        host: &str,
-    ) -> Result<cache::ProxyEntry, StoreError> {
+    async fn proxy(&self, store: &Backend, host: &str) -> Result<cache::ProxyEntry, StoreError> {
         let key = self.keys.proxy(host);
         self.cached(
             |c| &mut c.proxies,
