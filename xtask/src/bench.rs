@@ -296,45 +296,10 @@ fn tls_case(
     let (reliw, port) = start_reliw(root, dir, www, "reliw-tls", "auto", 16 * 1024, ssl)?;
     let (nginx, nginx_port) = start_nginx(dir, www, Some((&cert, &key)))?;
     let pair = [(&reliw, port), (&nginx, nginx_port)];
-    let mut samples: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
-    for round in 0..rounds {
-        for k in 0..2 {
-            let which = (k + round) % 2;
-            let (server, port) = pair[which];
-            let s = wrk(
-                &format!("https://127.0.0.1:{port}/1k.bin"),
-                duration,
-                connections,
-            )?;
-            println!(
-                "  {:>9} round {} {:<12} {:>10.0} req/s  p50 {:>7.0}us  p99 {:>7.0}us",
-                "1k https",
-                round + 1,
-                server.name,
-                s.rps,
-                s.p50_us,
-                s.p99_us
-            );
-            samples[which].push(s);
-        }
-    }
-    let (r, n) = (median(&samples[0]), median(&samples[1]));
-    let line = format!(
-        " 1k https: {:<12} {:>9.0} req/s (p50 {:.0}us, p99 {:.0}us) | nginx-tls {:>9.0} req/s (p50 {:.0}us, p99 {:.0}us) | ratio {:.2}x, p99 ratio {:.2}\n",
-        "reliw-tls",
-        r.rps,
-        r.p50_us,
-        r.p99_us,
-        n.rps,
-        n.p50_us,
-        n.p99_us,
-        r.rps / n.rps,
-        r.p99_us / n.p99_us
-    );
-    let entry = serde_json::json!({
-        "file": "1k.bin", "https": true, "nginx": sample_json(&n), "reliw-tls": sample_json(&r),
-        "reliw-tls_rps_ratio": r.rps / n.rps, "reliw-tls_p99_ratio": r.p99_us / n.p99_us,
-    });
+    let url = |port| format!("https://127.0.0.1:{port}/1k.bin");
+    let (r, n) = ab_rounds("1k https", pair, url, duration, rounds, connections)?;
+    let (line, mut entry) = ab_summary("1k https", ["reliw-tls", "nginx-tls"], &r, &n);
+    entry["https"] = true.into();
     Ok((line, entry))
 }
 
@@ -371,25 +336,47 @@ fn proxy_case(
     let nginx = run_nginx(dir, &conf, "nginx-proxy", nginx_port)?;
 
     let pair = [(&reliw, port), (&nginx, nginx_port)];
+    let url = |port| format!("http://127.0.0.1:{port}/1k.bin");
+    let (r, n) = ab_rounds("1k proxy", pair, url, duration, rounds, connections)?;
+    drop(upstream);
+    let (line, mut entry) = ab_summary("1k proxy", ["reliw-proxy", "nginx-proxy"], &r, &n);
+    entry["proxy"] = true.into();
+    Ok((line, entry))
+}
+
+/// Alternating wrk rounds against two servers (who goes first rotates);
+/// the median round of each.
+fn ab_rounds(
+    what: &str,
+    pair: [(&Running, u16); 2],
+    url: impl Fn(u16) -> String,
+    duration: u64,
+    rounds: usize,
+    connections: u32,
+) -> Result<(Sample, Sample)> {
     let mut samples: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
     for round in 0..rounds {
         for k in 0..2 {
             let which = (k + round) % 2;
             let (server, port) = pair[which];
-            let s = wrk(
-                &format!("http://127.0.0.1:{port}/1k.bin"),
-                duration,
-                connections,
-            )?;
-            print_round("1k proxy", round, server.name, &s);
+            let s = wrk(&url(port), duration, connections)?;
+            print_round(what, round, server.name, &s);
             samples[which].push(s);
         }
     }
-    drop(upstream);
-    let (r, n) = (median(&samples[0]), median(&samples[1]));
+    Ok((median(&samples[0]), median(&samples[1])))
+}
+
+/// The table line and JSON entry of a two-server case: reliw `r` against
+/// the reference `n`.
+fn ab_summary(
+    what: &str,
+    [reliw, reference]: [&str; 2],
+    r: &Sample,
+    n: &Sample,
+) -> (String, serde_json::Value) {
     let line = format!(
-        " 1k proxy: {:<12} {:>9.0} req/s (p50 {:.0}us, p99 {:.0}us) | nginx-proxy {:>9.0} req/s (p50 {:.0}us, p99 {:.0}us) | ratio {:.2}x, p99 ratio {:.2}\n",
-        "reliw-proxy",
+        "{what:>9}: {reliw:<12} {:>9.0} req/s (p50 {:.0}us, p99 {:.0}us) | {reference} {:>9.0} req/s (p50 {:.0}us, p99 {:.0}us) | ratio {:.2}x, p99 ratio {:.2}\n",
         r.rps,
         r.p50_us,
         r.p99_us,
@@ -399,11 +386,12 @@ fn proxy_case(
         r.rps / n.rps,
         r.p99_us / n.p99_us
     );
-    let entry = serde_json::json!({
-        "file": "1k.bin", "proxy": true, "nginx-proxy": sample_json(&n), "reliw-proxy": sample_json(&r),
-        "reliw-proxy_rps_ratio": r.rps / n.rps, "reliw-proxy_p99_ratio": r.p99_us / n.p99_us,
-    });
-    Ok((line, entry))
+    let mut entry = serde_json::json!({"file": "1k.bin"});
+    entry[reference] = sample_json(n);
+    entry[reliw] = sample_json(r);
+    entry[format!("{reliw}_rps_ratio")] = (r.rps / n.rps).into();
+    entry[format!("{reliw}_p99_ratio")] = (r.p99_us / n.p99_us).into();
+    (line, entry)
 }
 
 fn print_round(what: &str, round: usize, name: &str, s: &Sample) {
