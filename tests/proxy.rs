@@ -302,7 +302,8 @@ fn upstream_failures_become_502_and_504_and_cost_nothing() {
     );
     assert!(server.log().contains("no response in time"));
 
-    for path in ["/garbage", "/huge-head", "/bad-length"] {
+    // A bad first chunk: nothing reached the client yet, so it gets a 502.
+    for path in ["/garbage", "/huge-head", "/bad-length", "/bad-chunk-first"] {
         let resp = get(addr, "site.test", path);
         assert_eq!(resp.status, 502, "{path}");
     }

@@ -8,7 +8,7 @@
 //! trailers), `/until-close`, `/early-hints`, `/big/<n>` (n pattern bytes),
 //! `/upload` (answers "<bytes> <checksum>"), `/ws` (101, then echo),
 //! `/hang`, `/slow-body`, `/garbage`, `/huge-head`, `/bad-chunk`,
-//! `/bad-length`, `/close-after`, `/arm-drop` (the connection's next
+//! `/bad-chunk-first`, `/bad-length`, `/close-after`, `/arm-drop` (the connection's next
 //! request is dropped unanswered); anything else: "ok <path>".
 
 use std::io::{Read, Write};
@@ -366,10 +366,19 @@ fn serve<S: Stream>(mut s: S, connection: usize, st: &State) {
                 );
                 return;
             }
+            "/bad-chunk-first" => {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
+                let _ = s.flush();
+                std::thread::sleep(Duration::from_millis(500));
+                return;
+            }
             "/bad-chunk" => {
                 let _ = s.write_all(
-                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
                 );
+                let _ = s.flush();
+                std::thread::sleep(Duration::from_millis(200));
+                let _ = s.write_all(b"zz\r\n");
                 let _ = s.flush();
                 std::thread::sleep(Duration::from_millis(500));
                 return;

@@ -254,6 +254,18 @@ pub(crate) async fn forward<T: Transport, U: Connect>(
                 keep: !close,
             }
         }
+        Err((0, Some(cause))) => {
+            // The head was still held back: the client can get a 502.
+            up.shutdown_both();
+            log_fail(
+                Status::BAD_GATEWAY,
+                &format_args!("response cut before the body: {cause}"),
+            );
+            Outcome::Failed {
+                status: Status::BAD_GATEWAY,
+                body_read: body.is_done(),
+            }
+        }
         Err((bytes, cause)) => {
             up.shutdown_both();
             if let Some(cause) = cause {
@@ -445,6 +457,11 @@ async fn relay_body<T: Transport, U: Transport>(
         || decoder.as_ref().is_some_and(BodyDecoder::is_done);
     let until_close = response.framing == ResponseFraming::UntilClose;
     let chunked_out = framing == ClientFraming::Chunked;
+    // A head with a Content-Length body waits for the first body bytes so
+    // both leave in one write (as nginx's postpone_output does); bodies of
+    // unknown length (streams, events) get their head at once.
+    let hold_head = matches!(response.framing, ResponseFraming::Length(_));
+    let head_len = out.len();
     let mut sent: u64 = 0;
     let mut eof = false;
     loop {
@@ -486,7 +503,8 @@ async fn relay_body<T: Transport, U: Transport>(
         if done && chunked_out {
             out.extend_from_slice(LAST_CHUNK);
         }
-        if !out.is_empty() {
+        let only_head = sent == 0 && out.len() == head_len;
+        if !out.is_empty() && !(hold_head && only_head && !done && !eof) {
             let len = out.len() as u64;
             let (res, b) = write_within(client, std::mem::take(out), limit).await;
             if res.is_err() {
