@@ -503,8 +503,8 @@ async fn relay_body<T: Transport, U: Transport>(
         if done && chunked_out {
             out.extend_from_slice(LAST_CHUNK);
         }
-        let only_head = sent == 0 && out.len() == head_len;
-        if !out.is_empty() && !(hold_head && only_head && !done && !eof) {
+        let held = hold_head && sent == 0 && out.len() == head_len && !done && !eof;
+        if !out.is_empty() && !held {
             let len = out.len() as u64;
             let (res, b) = write_within(client, std::mem::take(out), limit).await;
             if res.is_err() {
