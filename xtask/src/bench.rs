@@ -6,7 +6,6 @@
 //! result per server is the median round; ratios are reliw / nginx. Results
 //! go to `target/bench/static.json`.
 
-use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -21,6 +20,11 @@ struct Sample {
     rps: f64,
     p50_us: f64,
     p99_us: f64,
+    /// Requests wrk completed.
+    requests: u64,
+    /// CPU time the server (all its threads and worker processes) spent
+    /// per request: less noisy on a shared VM than req/s.
+    cpu_us: f64,
 }
 
 struct Running {
@@ -205,7 +209,7 @@ pub(crate) fn run(
                     continue; // a helper (redis), not a server under test
                 }
                 let url = format!("http://127.0.0.1:{port}/{file}");
-                let s = wrk(&url, duration, connections)?;
+                let s = measured(server, &url, duration, connections)?;
                 print_round(file, round, server.name, &s);
                 samples[which].push(s);
             }
@@ -217,23 +221,8 @@ pub(crate) fn run(
                 continue;
             }
             let r = median(&samples[i]);
-            let ratio = r.rps / n.rps;
-            let _ = writeln!(
-                table,
-                "{file:>9}: {:<12} {:>9.0} req/s (p50 {:.0}us, p99 {:.0}us) | nginx {:>9.0} req/s (p50 {:.0}us, p99 {:.0}us) | ratio {:.2}x, p99 ratio {:.2}",
-                server.name,
-                r.rps,
-                r.p50_us,
-                r.p99_us,
-                n.rps,
-                n.p50_us,
-                n.p99_us,
-                ratio,
-                r.p99_us / n.p99_us
-            );
-            entry[server.name] = sample_json(&r);
-            entry[format!("{}_rps_ratio", server.name)] = ratio.into();
-            entry[format!("{}_p99_ratio", server.name)] = (r.p99_us / n.p99_us).into();
+            table.push_str(&summary_line(file, server.name, "nginx", &r, &n));
+            add_ratios(&mut entry, server.name, &r, &n);
         }
         results.push(entry);
     }
@@ -359,7 +348,7 @@ fn ab_rounds(
         for k in 0..2 {
             let which = (k + round) % 2;
             let (server, port) = pair[which];
-            let s = wrk(&url(port), duration, connections)?;
+            let s = measured(server, &url(port), duration, connections)?;
             print_round(what, round, server.name, &s);
             samples[which].push(s);
         }
@@ -375,32 +364,47 @@ fn ab_summary(
     r: &Sample,
     n: &Sample,
 ) -> (String, serde_json::Value) {
-    let line = format!(
-        "{what:>9}: {reliw:<12} {:>9.0} req/s (p50 {:.0}us, p99 {:.0}us) | {reference} {:>9.0} req/s (p50 {:.0}us, p99 {:.0}us) | ratio {:.2}x, p99 ratio {:.2}\n",
+    let line = summary_line(what, reliw, reference, r, n);
+    let mut entry = serde_json::json!({"file": "1k.bin"});
+    entry[reference] = sample_json(n);
+    add_ratios(&mut entry, reliw, r, n);
+    (line, entry)
+}
+
+/// One line of the result table: reliw `r` against the reference `n`.
+fn summary_line(what: &str, reliw: &str, reference: &str, r: &Sample, n: &Sample) -> String {
+    format!(
+        "{what:>9}: {reliw:<12} {:>9.0} req/s (p50 {:.0}us, p99 {:.0}us, cpu {:.1}us/req) | {reference} {:>9.0} req/s (p50 {:.0}us, p99 {:.0}us, cpu {:.1}us/req) | ratio {:.2}x, p99 ratio {:.2}, cpu ratio {:.2}\n",
         r.rps,
         r.p50_us,
         r.p99_us,
+        r.cpu_us,
         n.rps,
         n.p50_us,
         n.p99_us,
+        n.cpu_us,
         r.rps / n.rps,
-        r.p99_us / n.p99_us
-    );
-    let mut entry = serde_json::json!({"file": "1k.bin"});
-    entry[reference] = sample_json(n);
+        r.p99_us / n.p99_us,
+        r.cpu_us / n.cpu_us,
+    )
+}
+
+/// reliw's sample and its ratios to the reference in a JSON entry.
+fn add_ratios(entry: &mut serde_json::Value, reliw: &str, r: &Sample, n: &Sample) {
     entry[reliw] = sample_json(r);
     entry[format!("{reliw}_rps_ratio")] = (r.rps / n.rps).into();
     entry[format!("{reliw}_p99_ratio")] = (r.p99_us / n.p99_us).into();
-    (line, entry)
+    entry[format!("{reliw}_cpu_ratio")] = (r.cpu_us / n.cpu_us).into();
 }
 
 fn print_round(what: &str, round: usize, name: &str, s: &Sample) {
     println!(
-        "  {what:>9} round {} {name:<12} {:>10.0} req/s  p50 {:>7.0}us  p99 {:>7.0}us",
+        "  {what:>9} round {} {name:<12} {:>10.0} req/s  p50 {:>7.0}us  p99 {:>7.0}us  cpu {:>5.1}us/req",
         round + 1,
         s.rps,
         s.p50_us,
-        s.p99_us
+        s.p99_us,
+        s.cpu_us
     );
 }
 
@@ -459,14 +463,20 @@ fn redis_cli(port: u16, args: &[&str]) -> Result<()> {
 }
 
 fn sample_json(s: &Sample) -> serde_json::Value {
-    serde_json::json!({"rps": s.rps, "p50_us": s.p50_us, "p99_us": s.p99_us})
+    serde_json::json!({"rps": s.rps, "p50_us": s.p50_us, "p99_us": s.p99_us, "cpu_us_per_request": s.cpu_us})
 }
 
-/// The round with the median req/s.
+/// The round with the median req/s, with the median CPU per request of
+/// all rounds.
 fn median(samples: &[Sample]) -> Sample {
     let mut sorted = samples.to_vec();
+    sorted.sort_by(|a, b| a.cpu_us.total_cmp(&b.cpu_us));
+    let cpu_us = sorted[sorted.len() / 2].cpu_us;
     sorted.sort_by(|a, b| a.rps.total_cmp(&b.rps));
-    sorted[sorted.len() / 2]
+    Sample {
+        cpu_us,
+        ..sorted[sorted.len() / 2]
+    }
 }
 
 /// nginx's config: plain, or TLS with `cert` and `key` (then named
@@ -549,6 +559,8 @@ fn wrk(url: &str, duration: u64, connections: u32) -> Result<Sample> {
         rps: 0.0,
         p50_us: 0.0,
         p99_us: 0.0,
+        requests: 0,
+        cpu_us: 0.0,
     };
     let mut errors = String::new();
     for line in BufReader::new(out.stdout.as_slice()).lines() {
@@ -556,6 +568,7 @@ fn wrk(url: &str, duration: u64, connections: u32) -> Result<Sample> {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["Requests/sec:", v] => sample.rps = v.parse()?,
+            [n, "requests", "in", ..] => sample.requests = n.parse()?,
             ["50%", v] => sample.p50_us = micros(v)?,
             ["99%", v] => sample.p99_us = micros(v)?,
             ["Non-2xx", ..] | ["Socket", "errors:", ..] => errors.push_str(&line),
@@ -569,6 +582,44 @@ fn wrk(url: &str, duration: u64, connections: u32) -> Result<Sample> {
         bail!("wrk printed no Requests/sec for {url}");
     }
     Ok(sample)
+}
+
+/// wrk against `server`, with the CPU time it used per request.
+fn measured(server: &Running, url: &str, duration: u64, connections: u32) -> Result<Sample> {
+    let pid = server.child.id();
+    let before = cpu_seconds(pid)?;
+    let mut sample = wrk(url, duration, connections)?;
+    let used = cpu_seconds(pid)? - before;
+    sample.cpu_us = used * 1e6 / sample.requests.max(1) as f64;
+    Ok(sample)
+}
+
+/// User plus system CPU seconds of a process and its children (nginx's
+/// workers are children of the master we started).
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    // /proc reports clock ticks of USER_HZ, which Linux fixes at 100.
+    const TICKS: f64 = 100.0;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| -> Result<f64> {
+        Ok(fields
+            .get(i)
+            .context("short /proc stat line")?
+            .parse::<f64>()?)
+    };
+    // utime and stime: fields 14 and 15, counted after the ")".
+    let mut total = (ticks(11)? + ticks(12)?) / TICKS;
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    for child in children.split_whitespace() {
+        if let Ok(child) = child.parse() {
+            total += cpu_seconds(child)?;
+        }
+    }
+    Ok(total)
 }
 
 /// wrk's latency with its unit (`us`, `ms`, `s`) in microseconds.
