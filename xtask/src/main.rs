@@ -74,7 +74,8 @@ enum Cmd {
         #[arg(long, value_parser = ["static", "tls", "proxy"])]
         only: Option<String>,
     },
-    /// Fuzz the HTTP codec (cargo fuzz, nightly) for a while.
+    /// Fuzz the HTTP codec and the proxy's response parser (cargo fuzz,
+    /// nightly) for a while, each.
     Fuzz {
         /// How long to run.
         #[arg(long, default_value_t = 60)]
@@ -142,22 +143,20 @@ fn main() -> Result<()> {
         Cmd::Fuzz { seconds } => {
             setup::run(false)?;
             setup::cargo_fuzz()?;
-            // The rustup proxy, not $CARGO: `+nightly` needs it.
-            let mut fuzz = Command::new("cargo");
-            fuzz.current_dir(root.join("reliw"))
-                .env_remove("RUSTUP_TOOLCHAIN")
-                .env_remove("CARGO")
-                .env_remove("RUSTC")
-                .args([
-                    "+nightly",
-                    "fuzz",
-                    "run",
-                    "http_request",
-                    "--",
-                    "-max_len=4096",
-                ])
-                .arg(format!("-max_total_time={seconds}"));
-            run_checked(&mut fuzz)
+            // Each target in turn: client request heads and bodies, and
+            // what upstreams send back through the proxy.
+            for target in ["http_request", "upstream_response"] {
+                // The rustup proxy, not $CARGO: `+nightly` needs it.
+                let mut fuzz = Command::new("cargo");
+                fuzz.current_dir(root.join("reliw"))
+                    .env_remove("RUSTUP_TOOLCHAIN")
+                    .env_remove("CARGO")
+                    .env_remove("RUSTC")
+                    .args(["+nightly", "fuzz", "run", target, "--", "-max_len=4096"])
+                    .arg(format!("-max_total_time={seconds}"));
+                run_checked(&mut fuzz)?;
+            }
+            Ok(())
         }
         Cmd::Test { args } => {
             setup::run(false)?;
