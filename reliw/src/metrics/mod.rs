@@ -37,6 +37,15 @@ pub struct NodeMetrics {
     pub store_errors: Counter,
     /// Site cache lookups by result (`hit`, `stale`, `miss`).
     pub site_cache: Family<[(&'static str, &'static str); 1], Counter>,
+    /// Upstream connections opened by the proxy.
+    pub upstream_opened: Counter,
+    /// Proxied requests sent on a pooled connection.
+    pub upstream_reused: Counter,
+    /// Requests sent again after a pooled connection turned out dead.
+    pub upstream_retried: Counter,
+    /// Proxied requests that failed at the upstream, by cause (`connect`,
+    /// `tls`, `timeout`, `send`, `protocol`, `cut`).
+    pub upstream_failures: Family<[(&'static str, &'static str); 1], Counter>,
     shield: ShieldSource,
 }
 
@@ -91,6 +100,30 @@ impl NodeMetrics {
             "Site data lookups in the in-process cache, by result",
             site_cache.clone(),
         );
+        let upstream_opened = Counter::default();
+        registry.register(
+            "proxy_upstream_connections_opened",
+            "Connections the proxy opened to upstreams",
+            upstream_opened.clone(),
+        );
+        let upstream_reused = Counter::default();
+        registry.register(
+            "proxy_upstream_connections_reused",
+            "Proxied requests sent on a pooled upstream connection",
+            upstream_reused.clone(),
+        );
+        let upstream_retried = Counter::default();
+        registry.register(
+            "proxy_upstream_retries",
+            "Requests sent again after a pooled upstream connection turned out closed",
+            upstream_retried.clone(),
+        );
+        let upstream_failures = Family::default();
+        registry.register(
+            "proxy_upstream_failures",
+            "Proxied requests that failed at the upstream, by cause",
+            upstream_failures.clone(),
+        );
         Self {
             registry,
             request_duration,
@@ -101,6 +134,10 @@ impl NodeMetrics {
             rate_limit_fail_open,
             store_errors,
             site_cache,
+            upstream_opened,
+            upstream_reused,
+            upstream_retried,
+            upstream_failures,
             shield,
         }
     }
@@ -108,6 +145,13 @@ impl NodeMetrics {
     /// Counts a site cache lookup (`hit`, `stale` or `miss`).
     pub fn cache(&self, result: &'static str) {
         self.site_cache.get_or_create(&[("result", result)]).inc();
+    }
+
+    /// Counts a failed proxied request by cause.
+    pub fn upstream_failed(&self, cause: &'static str) {
+        self.upstream_failures
+            .get_or_create(&[("cause", cause)])
+            .inc();
     }
 
     /// This node's metrics in the Prometheus text format.

@@ -111,7 +111,8 @@ pub(crate) async fn forward<T: Transport, U: Connect>(
         );
     let key = &target.pool_key;
     let pool_idle = Duration::from_millis(p.pool_idle_timeout_ms);
-    let log_fail = |status: Status, cause: &dyn std::fmt::Display| {
+    let log_fail = |label: &'static str, status: Status, cause: &dyn std::fmt::Display| {
+        upstreams.node().upstream_failed(label);
         tracing::warn!(
             upstream = target.origin,
             status = status.code(),
@@ -126,7 +127,7 @@ pub(crate) async fn forward<T: Transport, U: Connect>(
             None => match upstreams.open(target, config).await {
                 Ok(conn) => (conn, false),
                 Err(e) => {
-                    log_fail(e.status(), &e);
+                    log_fail(e.cause(), e.status(), &e);
                     return Outcome::Failed {
                         status: e.status(),
                         body_read: body.is_done(),
@@ -140,6 +141,7 @@ pub(crate) async fn forward<T: Transport, U: Connect>(
             Ok(r) => r,
             Err((r, SendFail::Upstream { .. })) if may_retry => {
                 up.shutdown_both();
+                upstreams.node().upstream_retried.inc();
                 retried = true;
                 request = r;
                 continue;
@@ -151,7 +153,12 @@ pub(crate) async fn forward<T: Transport, U: Connect>(
                 } else {
                     Status::BAD_GATEWAY
                 };
-                log_fail(status, &format_args!("sending the request: {detail}"));
+                let label = if timeout { "timeout" } else { "send" };
+                log_fail(
+                    label,
+                    status,
+                    &format_args!("sending the request: {detail}"),
+                );
                 return Outcome::Failed {
                     status,
                     body_read: body.is_done(),
@@ -180,10 +187,15 @@ pub(crate) async fn forward<T: Transport, U: Connect>(
                     "pooled connection was closed; retrying on a new one"
                 );
                 up.shutdown_both();
+                upstreams.node().upstream_retried.inc();
                 retried = true;
             }
             Err(fail) => {
                 up.shutdown_both();
+                let label = match fail {
+                    HeadFail::Timeout => "timeout",
+                    _ => "protocol",
+                };
                 let (status, cause) = match fail {
                     HeadFail::Timeout => {
                         (Status::GATEWAY_TIMEOUT, String::from("no response in time"))
@@ -197,7 +209,7 @@ pub(crate) async fn forward<T: Transport, U: Connect>(
                     }
                     HeadFail::Io(e) => (Status::BAD_GATEWAY, format!("reading the response: {e}")),
                 };
-                log_fail(status, &cause);
+                log_fail(label, status, &cause);
                 return Outcome::Failed {
                     status,
                     body_read: body.is_done(),
@@ -258,6 +270,7 @@ pub(crate) async fn forward<T: Transport, U: Connect>(
             // The head was still held back: the client can get a 502.
             up.shutdown_both();
             log_fail(
+                "cut",
                 Status::BAD_GATEWAY,
                 &format_args!("response cut before the body: {cause}"),
             );
@@ -269,6 +282,7 @@ pub(crate) async fn forward<T: Transport, U: Connect>(
         Err((bytes, cause)) => {
             up.shutdown_both();
             if let Some(cause) = cause {
+                upstreams.node().upstream_failed("cut");
                 tracing::warn!(upstream = target.origin, "proxy: response cut: {cause}");
             }
             Outcome::Cut { status, bytes }

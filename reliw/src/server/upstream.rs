@@ -19,6 +19,7 @@ use super::tls::Tls;
 use super::transport::{Connect, Transport, idle_and_open};
 use crate::config::Config;
 use crate::http::Status;
+use crate::metrics::NodeMetrics;
 use crate::proxy::upstream_tls;
 use crate::proxy::{PoolKey, ProxyTarget, UpstreamTls};
 
@@ -111,6 +112,15 @@ pub(crate) enum ConnectError {
 }
 
 impl ConnectError {
+    /// The cause label in `reliw_proxy_upstream_failures_total`.
+    pub(crate) fn cause(&self) -> &'static str {
+        match self {
+            Self::Failed(_) => "connect",
+            Self::Timeout(_) => "timeout",
+            Self::Tls(_) => "tls",
+        }
+    }
+
     pub(crate) fn status(&self) -> Status {
         match self {
             Self::Timeout(_) => Status::GATEWAY_TIMEOUT,
@@ -141,6 +151,7 @@ pub(crate) struct Upstreams<U> {
     /// Relay buffers, reused: a fresh 64 KiB buffer per request made
     /// malloc trim and grow the heap at every request.
     buffers: RefCell<Vec<Vec<u8>>>,
+    node: Arc<NodeMetrics>,
 }
 
 /// A connection back in the pool this recently is not checked for a
@@ -152,13 +163,19 @@ const FRESH: Duration = Duration::from_millis(250);
 const SPARE_BUFFERS: usize = 256;
 
 impl<U: Connect> Upstreams<U> {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(node: Arc<NodeMetrics>) -> Self {
         Self {
+            node,
             idle: RefCell::new(HashMap::new()),
             tls: RefCell::new(HashMap::new()),
             warned: RefCell::new(HashSet::new()),
             buffers: RefCell::new(Vec::new()),
         }
+    }
+
+    /// The node's metrics (for the proxy's counters).
+    pub(crate) fn node(&self) -> &NodeMetrics {
+        &self.node
     }
 
     /// An empty buffer of at least `size` bytes' capacity.
@@ -189,6 +206,7 @@ impl<U: Connect> Upstreams<U> {
         while let Some((conn, since)) = list.pop() {
             let idle = since.elapsed();
             if idle < max_idle && (idle < FRESH || idle_and_open(conn.fd())) {
+                self.node.upstream_reused.inc();
                 return Some(conn);
             }
             conn.shutdown_both();
@@ -236,6 +254,7 @@ impl<U: Connect> Upstreams<U> {
         target: &ProxyTarget,
         config: &Config,
     ) -> Result<UpConn<U>, ConnectError> {
+        self.node.upstream_opened.inc();
         let timeout = Duration::from_millis(config.proxy.connect_timeout_ms);
         let tcp = tokio::time::timeout(timeout, connect_any::<U>(&target.host, target.port))
             .await

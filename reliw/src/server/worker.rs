@@ -289,7 +289,8 @@ async fn serve_listeners<A: Acceptor + 'static>(
     wrap: fn(std::net::TcpListener) -> std::io::Result<A>,
 ) {
     let worker = Rc::new(Worker::new(shared));
-    let upstreams: Rc<Upstreams<A::Conn>> = Rc::new(Upstreams::new());
+    let upstreams: Rc<Upstreams<A::Conn>> =
+        Rc::new(Upstreams::new(Arc::clone(&worker.shared.node)));
     let flusher = {
         let worker = Rc::clone(&worker);
         let upstreams = Rc::clone(&upstreams);
