@@ -624,3 +624,44 @@ fn the_epoll_runtime_proxies_too() {
     s.read_exact(&mut back).unwrap();
     assert_eq!(&back, b"ping");
 }
+
+#[test]
+fn websockets_relay_over_tls_on_both_sides() {
+    let site = Site::new();
+    let ca = TestCa::new();
+    let up_cert = ca.leaf(&site.root, "upstream", &["localhost"], false);
+    let up = Upstream::tls(up_cert.server_config());
+    let cert = ca.leaf(&site.root, "site", &["site.test"], false);
+    let ssl = json!({"default": {"cert": cert.cert, "key": cert.key}});
+    let ca_file = site.root.join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let entry =
+        json!({"target": "localhost", "scheme": "https", "port": up.port(), "tls_cafile": ca_file});
+    let server = start(&site, &[("site.test", entry)], json!({"ssl": ssl}), &[]);
+    let client = ca.client(&[&rustls::version::TLS13]);
+    let mut tls = reliw_tests::tls::connect(server.tls_addrs[0], "site.test", client).unwrap();
+    tls.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: site.test\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(tls.read(&mut byte).unwrap(), 1);
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101 "),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // Messages both ways through two TLS layers, small and larger than a
+    // TLS record (16 KiB) and than the relay buffer.
+    for size in [5usize, 20_000, 100_000] {
+        let msg: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
+        tls.write_all(&msg).unwrap();
+        let mut back = vec![0u8; size];
+        tls.read_exact(&mut back).unwrap();
+        assert!(back == msg, "{size} bytes came back changed");
+    }
+}
