@@ -12,7 +12,7 @@
 //! request is dropped unanswered); anything else: "ok <path>".
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -448,11 +448,4 @@ fn reply(s: &mut impl Write, head_only: bool, status: &str, extra: &str, body: &
         out.extend_from_slice(body);
     }
     s.write_all(&out).is_ok() && s.flush().is_ok()
-}
-
-/// Connects to `addr` and sends `raw`, returning the stream.
-pub fn send_raw(addr: SocketAddr, raw: &[u8]) -> TcpStream {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(raw).unwrap();
-    s
 }

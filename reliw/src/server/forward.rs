@@ -67,7 +67,6 @@ enum HeadFail {
     Io(String),
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn forward<T: Transport, U: Connect>(
     client: &mut T,
     buf: &mut Vec<u8>,
@@ -357,13 +356,7 @@ async fn send_request<T: Transport, U: Transport>(
                 Err(e) => return Err((Vec::new(), SendFail::Client(Some(e.status)))),
             };
             for range in decoded.data {
-                if chunked {
-                    head::chunk_start(range.len(), &mut out);
-                    out.extend_from_slice(&buf[range]);
-                    out.extend_from_slice(b"\r\n");
-                } else {
-                    out.extend_from_slice(&buf[range]);
-                }
+                frame(&mut out, &buf[range], chunked);
             }
             buf.drain(..decoded.consumed);
             if body.is_done() && chunked {
