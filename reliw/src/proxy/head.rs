@@ -28,16 +28,9 @@ pub struct Forwarding<'a> {
     pub client: IpAddr,
 }
 
-/// Fields that describe one hop, never forwarded.
+/// Fields that describe one hop, never forwarded (names in any case:
+/// request names arrive lower-cased, response names as sent).
 fn is_hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection" | "keep-alive" | "te" | "trailer" | "transfer-encoding" | "upgrade"
-    ) || name.starts_with("proxy-")
-}
-
-/// [`is_hop_by_hop`] for a name in any case.
-fn is_hop_by_hop_any_case(name: &str) -> bool {
     [
         "connection",
         "keep-alive",
@@ -97,9 +90,10 @@ fn rebase(url: &[u8], origin: &str) -> Option<Vec<u8>> {
     Some(format!("{origin}{path}").into_bytes())
 }
 
-/// Appends the head the upstream gets for `req`, its body framed as
-/// `body` (re-framed by us: a chunked body goes on chunked).
-pub fn request_head(req: &RequestHead, fwd: &Forwarding<'_>, out: &mut Vec<u8>) {
+/// Appends the head the upstream gets for `req`, its body re-framed by us
+/// (a chunked body goes on chunked). Returns whether it asks the upstream
+/// to switch protocols ([`upgrade`]).
+pub fn request_head(req: &RequestHead, fwd: &Forwarding<'_>, out: &mut Vec<u8>) -> bool {
     let target = fwd.target;
     let upgrade = upgrade(req);
     out.extend_from_slice(req.method.as_str().as_bytes());
@@ -163,6 +157,7 @@ pub fn request_head(req: &RequestHead, fwd: &Forwarding<'_>, out: &mut Vec<u8>) 
         push_field(out, "upgrade", protocol);
     }
     out.extend_from_slice(b"\r\n");
+    upgrade.is_some()
 }
 
 /// `fmt::Write` into bytes.
@@ -195,6 +190,8 @@ pub struct UpstreamHead {
     reason: std::ops::Range<usize>,
     /// (name, value) of each field, in arrival order, as ranges of `raw`.
     fields: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+    /// The tokens of its `Connection` fields, lower-cased.
+    connection: Vec<String>,
     pub framing: ResponseFraming,
     /// The upstream keeps the connection for another request after this one.
     pub reusable: bool,
@@ -322,6 +319,7 @@ pub fn parse_response(
         raw: raw.to_vec(),
         reason,
         fields,
+        connection: tokens,
         framing,
         reusable,
     };
@@ -381,7 +379,7 @@ pub fn response_head(up: &UpstreamHead, side: &ClientSide<'_>, out: &mut Vec<u8>
         }
     );
     let switching = up.status == 101;
-    let named = connection_tokens(up.headers());
+    let named = &up.connection;
     let mut dated = false;
     for (name, value) in up.headers() {
         let is = |n: &str| name.eq_ignore_ascii_case(n);
@@ -389,7 +387,7 @@ pub fn response_head(up: &UpstreamHead, side: &ClientSide<'_>, out: &mut Vec<u8>
             push_field(out, name, value);
             continue;
         }
-        if is_hop_by_hop_any_case(name) || named.iter().any(|t| is(t)) {
+        if is_hop_by_hop(name) || named.iter().any(|t| is(t)) {
             continue;
         }
         if is("content-length") {

@@ -86,9 +86,8 @@ pub(crate) async fn forward<T: Transport, U: Connect>(
             };
         }
     };
-    let upgrade = head::upgrade(req).is_some();
     let mut request = Vec::with_capacity(1024);
-    head::request_head(
+    let upgrade = head::request_head(
         req,
         &Forwarding {
             target,
