@@ -6,7 +6,8 @@
 //!   `pass` = HMAC-SHA256(key = salt, message = password), compared in
 //!   constant time.
 //! - Sessions: a token of 256 random bits (hex), `SESSIONS:<host>:<token>`
-//!   → user, with a TTL of [`SESSION_TTL`].
+//!   → user, with a TTL of [`SESSION_TTL`]; RELIW's 21-character nanoid
+//!   tokens are accepted too.
 //! - Cookies: `rlw_session_token` (Secure; HttpOnly; SameSite=Lax; Path=/)
 //!   and `rlw_redirect` (the local path to return to after login).
 
@@ -122,10 +123,21 @@ pub fn new_token() -> Option<String> {
     Some(hex(&bytes))
 }
 
-/// Whether a token looks like one we issue (so junk never reaches the store).
+/// Whether a token looks like one reliw or RELIW issues (so junk never
+/// reaches the store): reliw's 64 hex digits, or RELIW's nanoid, 21
+/// characters of the URL-safe alphabet (`A-Za-z0-9_-`), so a mixed fleet
+/// or a switch-over keeps users logged in.
 pub fn plausible_token(token: &str) -> bool {
-    token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit())
+    let reliw = token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit());
+    let nanoid = token.len() == NANOID_LEN
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    reliw || nanoid
 }
+
+/// The length of RELIW's session tokens (nanoid's default).
+const NANOID_LEN: usize = 21;
 
 /// Where to go after login: the `rlw_redirect` path if it is a local path
 /// (one leading `/`, no scheme, no `//`, no backslash or control bytes),
@@ -233,5 +245,13 @@ mod tests {
         assert!(a.as_deref().is_some_and(plausible_token));
         assert_ne!(a, b);
         assert!(!plausible_token("../../x"));
+        // RELIW's nanoid tokens.
+        assert!(plausible_token("V1StGXR8_Z5jdHi6B-myT"));
+        assert!(!plausible_token("V1StGXR8_Z5jdHi6B-my"), "20 characters");
+        assert!(
+            !plausible_token("V1StGXR8:Z5jdHi6B-myT"),
+            "not the alphabet"
+        );
+        assert!(!plausible_token("V1StGXR8_Z5jdHi6B-my*"));
     }
 }

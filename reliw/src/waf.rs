@@ -5,8 +5,10 @@
 //!
 //! Order as RELIW: the global set before the host's; in each set the query
 //! rules, then the header rules. RELIW matched query rules against the
-//! path only; reliw matches them against the whole request target (path
-//! and query string), so rules written for either catch what they meant.
+//! path; so does reliw, against the path as sent and as decoded (what the
+//! file lookup sees), and then against the query string on its own. A
+//! `$`-anchored rule such as `%.php$` therefore cannot be evaded by
+//! appending `?x`, and a rule for a query parameter still catches it.
 //!
 //! What a hit does beyond the 403 (banning the client in the XDP shield and
 //! telling the other nodes) belongs to the shield integration.
@@ -48,7 +50,7 @@ pub struct RuleSet {
 /// A rule that matched.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Hit<'a> {
-    /// `query` or the header name.
+    /// `path`, `query` (the query string) or the header name.
     pub target: &'a str,
     pub rule: &'a str,
 }
@@ -92,12 +94,27 @@ impl RuleSet {
 
     /// The first rule of this set that `req` matches.
     pub fn check<'a>(&'a self, req: &RequestHead) -> Option<Hit<'a>> {
-        let target = req.target.as_bytes();
-        if let Some(rule) = self.query.iter().find(|r| r.pattern.is_match(target)) {
-            return Some(Hit {
-                target: "query",
-                rule: &rule.source,
-            });
+        let (path, query) = match req.target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (req.target.as_str(), None),
+        };
+        let decoded = path
+            .contains('%')
+            .then(|| crate::files::validate::percent_decode(path.as_bytes()))
+            .flatten();
+        let targets = [
+            ("path", Some(path.as_bytes())),
+            ("path", decoded.as_deref()),
+            ("query", query.map(str::as_bytes)),
+        ];
+        for (name, value) in targets {
+            let Some(value) = value else { continue };
+            if let Some(rule) = self.query.iter().find(|r| r.pattern.is_match(value)) {
+                return Some(Hit {
+                    target: name,
+                    rule: &rule.source,
+                });
+            }
         }
         for (name, rules) in &self.headers {
             for value in req
@@ -143,12 +160,25 @@ mod tests {
         assert_eq!(
             hit,
             Some(Hit {
-                target: "query",
+                target: "path",
                 rule: "%.php$"
             })
         );
+        // A query string does not hide an anchored path rule.
+        let hit = set.check(&head("GET /x.php?x HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert_eq!(hit.map(|h| (h.target, h.rule)), Some(("path", "%.php$")));
+        // Nor does percent-encoding a letter of the path.
+        let hit = set.check(&head("GET /x.%70hp HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert_eq!(hit.map(|h| (h.target, h.rule)), Some(("path", "%.php$")));
+        assert_eq!(
+            set.check(&head("GET /x.php.html?a=1 HTTP/1.1\r\nHost: a\r\n\r\n")),
+            None
+        );
         let hit = set.check(&head("GET /?p=/wp-admin HTTP/1.1\r\nHost: a\r\n\r\n"));
-        assert_eq!(hit.map(|h| h.rule), Some("wp%-admin"));
+        assert_eq!(
+            hit.map(|h| (h.target, h.rule)),
+            Some(("query", "wp%-admin"))
+        );
         let hit = set.check(&head(
             "GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: sqlmap/1.7\r\n\r\n",
         ));

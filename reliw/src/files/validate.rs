@@ -88,7 +88,7 @@ pub fn relative_path(path: &str) -> Result<Vec<u8>, BadPath> {
     Ok(out)
 }
 
-fn percent_decode(raw: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn percent_decode(raw: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {

@@ -76,9 +76,10 @@ pub enum ServerError {
     /// A certificate or key could not be used.
     #[error("{0}")]
     Tls(#[from] tls::TlsError),
-    /// The memory store's site file could not be loaded.
+    /// The configured store cannot be used (a bad site file, a Redis
+    /// section reliw cannot honour).
     #[error("{0}")]
-    SiteFile(#[from] crate::store::memory::SiteFileError),
+    Store(#[from] crate::store::StoreSetupError),
     /// Threads or signal handlers could not be set up.
     #[error("{what}: {source}")]
     Setup {

@@ -62,12 +62,18 @@ impl Worker {
             sendfile_min: config.sendfile_min_size,
             revalidate: Duration::from_millis(config.cache_revalidate_ms),
         };
-        let store = shared.store.open().unwrap_or_else(|e| {
-            tracing::error!(error = %e, "store unusable; every routed request gets 503");
-            None
-        });
+        // A store that cannot be opened is never read as "no store": that
+        // would serve data_dir statically, past routes, WAF and auth.
+        let (store, unusable) = match shared.store.open() {
+            Ok(store) => (store, None),
+            Err(e) => {
+                tracing::error!(error = %e, "store unusable; every request gets 503");
+                (None, Some(e.to_string()))
+            }
+        };
         let site = Site::new(
             store,
+            unusable,
             &config,
             Arc::clone(&shared.control),
             Arc::clone(&shared.node),

@@ -60,6 +60,15 @@ impl Blob {
     }
 }
 
+/// Whether a file is processed (rendered or run) rather than sent as it
+/// is: markdown, djot and Lua, by RELIW's MIME types.
+pub fn is_processed(name: &str) -> bool {
+    matches!(
+        mime_of(name).as_str(),
+        "text/markdown" | "text/djot" | "application/lua"
+    )
+}
+
 pub fn sha256_hex(data: &[u8]) -> String {
     let digest = Sha256::digest(data);
     let mut out = String::with_capacity(64);

@@ -212,6 +212,11 @@ fn file_response(
     }
 }
 
+/// The largest markup or Lua source read to be processed, whatever
+/// `cache_max_size` says (RELIW's idiom `cache_max_size: 0` must not turn
+/// rendering off).
+const RENDER_LIMIT: u64 = 16 << 20;
+
 /// How long `FILES` records live in the store (RELIW's hour).
 const FILES_TTL: Duration = Duration::from_secs(3600);
 
@@ -245,6 +250,9 @@ impl Throttle {
 /// The site of one worker: its store handle, caches and counters.
 pub struct Site {
     store: Option<Backend>,
+    /// Why the configured store could not be opened: then every request
+    /// is a 503, never the static serving that `store: None` means.
+    unusable: Option<String>,
     keys: Keys,
     control: Arc<Control>,
     node: Arc<NodeMetrics>,
@@ -273,6 +281,7 @@ struct Ctx<'a> {
 impl Site {
     pub fn new(
         store: Option<Backend>,
+        unusable: Option<String>,
         config: &Config,
         control: Arc<Control>,
         node: Arc<NodeMetrics>,
@@ -283,6 +292,7 @@ impl Site {
         let keys = Keys::new(&config.redis.prefix);
         Self {
             store,
+            unusable,
             cache: RefCell::new(SiteCache::new(
                 Duration::from_millis(config.site_cache_ttl_ms),
                 config.cache_total_size / workers,
@@ -317,6 +327,19 @@ impl Site {
                 &config.client_ip_header,
             )
         };
+        if let Some(why) = &self.unusable {
+            if self.store_log.ready() {
+                tracing::error!(error = why, "store unusable; answering 503");
+            }
+            let mut r = Response::error(Status::SERVICE_UNAVAILABLE);
+            r.head.headers.push(("Retry-After", String::from("1")));
+            let r = if req.method == Method::Head {
+                r.without_body()
+            } else {
+                r
+            };
+            return Front::Respond(r);
+        }
         let Some(store) = &self.store else {
             return Front::Local(Local {
                 host: String::new(),
@@ -1067,6 +1090,10 @@ impl Site {
                 let Some(blob) = self.read_disk(store, ctx, name, meta).await? else {
                     return Ok(None);
                 };
+                if blob.content.len() as u64 > ctx.config.cache_max_size {
+                    // Read to be rendered, but too large to keep.
+                    return Ok(Some(blob));
+                }
                 let size = blob.content.len().to_string();
                 let fields: [(&str, &[u8]); 5] = [
                     ("content", &blob.content),
@@ -1088,6 +1115,8 @@ impl Site {
 
     /// Reads a file of at most `cache_max_size` bytes, with its title
     /// (`TITLES`, else the entry's). `Ok(None)` when missing or larger.
+    /// Markup and Lua files are read up to [`RENDER_LIMIT`] whatever the
+    /// cache size: they are never sent as they are on disk.
     async fn read_disk(
         &self,
         store: &Backend,
@@ -1100,15 +1129,17 @@ impl Site {
             let Ok(opened) = files.open(&ctx.host, &name.rel) else {
                 return Ok(None);
             };
-            if opened.meta.size > ctx.config.cache_max_size {
+            let limit = if content::is_processed(&name.key) {
+                ctx.config.cache_max_size.max(RENDER_LIMIT)
+            } else {
+                ctx.config.cache_max_size
+            };
+            if opened.meta.size > limit {
                 return Ok(None);
             }
             let mut data = Vec::with_capacity(opened.meta.size as usize);
             use std::io::Read as _;
-            if let Err(e) = (&opened.file)
-                .take(ctx.config.cache_max_size + 1)
-                .read_to_end(&mut data)
-            {
+            if let Err(e) = (&opened.file).take(limit + 1).read_to_end(&mut data) {
                 tracing::error!(vhost = ctx.host, file = name.key, error = %e, "reading a file failed");
                 return Ok(None);
             }
@@ -1159,6 +1190,19 @@ impl Site {
             .unwrap_or(DEFAULT_CACHE_CONTROL);
         let blob = match self.blob(store, ctx, &name, meta).await {
             Ok(Some(b)) => b,
+            Ok(None) if content::is_processed(&name.key) => {
+                // Missing, or larger than RENDER_LIMIT: never the raw source.
+                if self.exists(&ctx.host, &name) {
+                    tracing::error!(
+                        vhost = ctx.host,
+                        file = name.key,
+                        limit = RENDER_LIMIT,
+                        "page source too large to render"
+                    );
+                    return self.error(ctx, Status::INTERNAL_SERVER_ERROR).await;
+                }
+                return self.error(ctx, Status::NOT_FOUND).await;
+            }
             Ok(None) => {
                 // Too large to keep in memory, or not there at all.
                 let r = {

@@ -210,6 +210,16 @@ impl Keys {
     }
 }
 
+/// Why the configured store cannot be used at all (start-up refuses).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreSetupError {
+    #[error("{0}")]
+    SiteFile(#[from] memory::SiteFileError),
+    /// The Redis section describes a client reliw cannot build.
+    #[error("redis: {0}")]
+    Redis(StoreError),
+}
+
 /// How to reach the configured store. Each worker (and the metrics
 /// listener) opens its own handle on its own runtime with [`StoreSpec::open`].
 #[derive(Clone)]
@@ -221,12 +231,19 @@ pub enum StoreSpec {
 }
 
 impl StoreSpec {
-    /// From the config; loads the site file of the memory backend.
-    pub fn from_config(config: &crate::config::Config) -> Result<Self, memory::SiteFileError> {
+    /// From the config; loads the site file of the memory backend, and
+    /// builds a Redis client once so that a section reliw cannot honour
+    /// (`redis.ssl`, say) stops start-up instead of failing per worker:
+    /// a configured store must never fall back to plain static serving,
+    /// which would make files behind `auth` public.
+    pub fn from_config(config: &crate::config::Config) -> Result<Self, StoreSetupError> {
         use crate::config::StoreBackend;
         Ok(match config.store.backend {
             StoreBackend::Static => Self::Static,
-            StoreBackend::Redis => Self::Redis(config.redis.clone()),
+            StoreBackend::Redis => {
+                redis::client(&config.redis).map_err(StoreSetupError::Redis)?;
+                Self::Redis(config.redis.clone())
+            }
             StoreBackend::Memory => {
                 let path = config.store.site_file.clone().unwrap_or_default();
                 let store = memory::MemoryStore::from_site_file(&path, &config.redis.prefix)?;
