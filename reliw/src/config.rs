@@ -74,12 +74,12 @@ pub struct Config {
     /// Most header fields in a request; beyond it 431.
     pub max_header_count: usize,
     /// Seconds a kept-alive connection may sit idle between requests.
-    pub keepalive_idle_timeout: u64,
+    pub keepalive_idle_timeout: f64,
     /// Seconds from the first byte of a request to the end of its head.
-    pub request_header_timeout: u64,
+    pub request_header_timeout: f64,
     /// Seconds allowed for a whole request body.
-    pub request_body_timeout: u64,
-    pub tls_handshake_timeout: u64,
+    pub request_body_timeout: f64,
+    pub tls_handshake_timeout: f64,
     /// error, warn, info, access (info plus the access log), debug, trace.
     pub log_level: String,
     /// Request headers copied into the access log.
@@ -118,6 +118,11 @@ pub struct Config {
     pub waf: WafSection,
     pub rate_limit: RateLimitSection,
     pub proxy: ProxySection,
+    /// RELIW's Lua pages and `template.lua`: the sandbox's budgets.
+    pub lua: LuaSection,
+    /// How log lines are written: `text` (default) or `json` (RELIW's
+    /// format: one JSON object a line).
+    pub log_format: LogFormat,
     /// This node's name in ban records and `P:WAFFERS` messages (default:
     /// the host name).
     pub node_name: Option<String>,
@@ -190,6 +195,37 @@ impl Default for ProxySection {
     }
 }
 
+/// Budgets of the per-worker Lua VM.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct LuaSection {
+    /// Bytes the VM of one worker may allocate.
+    pub memory_limit: usize,
+    /// Wall time one page (or template.lua) call may take.
+    pub time_limit_ms: u64,
+    /// Largest request body a Lua page is given (a larger one: 413).
+    pub max_body_size: u64,
+}
+
+impl Default for LuaSection {
+    fn default() -> Self {
+        Self {
+            memory_limit: 64 << 20,
+            time_limit_ms: 1000,
+            max_body_size: 1 << 20,
+        }
+    }
+}
+
+/// The form of log lines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
 #[derive(Clone, Debug, Deserialize)]
 pub struct RateLimitBan {
     pub over: u32,
@@ -214,10 +250,10 @@ impl Default for Config {
             request_line_limit: 8192,
             request_head_limit: 65_536,
             max_header_count: 100,
-            keepalive_idle_timeout: 15,
-            request_header_timeout: 10,
-            request_body_timeout: 30,
-            tls_handshake_timeout: 10,
+            keepalive_idle_timeout: 15.0,
+            request_header_timeout: 10.0,
+            request_body_timeout: 30.0,
+            tls_handshake_timeout: 10.0,
             log_level: String::from("access"),
             log_headers: ["referer", "x-real-ip", "user-agent"]
                 .map(String::from)
@@ -240,6 +276,8 @@ impl Default for Config {
             waf: WafSection::default(),
             rate_limit: RateLimitSection::default(),
             proxy: ProxySection::default(),
+            lua: LuaSection::default(),
+            log_format: LogFormat::Text,
             node_name: None,
         }
     }
@@ -336,13 +374,19 @@ pub struct CertPair {
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct SslConfig {
-    pub default: CertPair,
+    /// Required unless `acme` is given (then, as RELIW, a name without a
+    /// certificate in `hosts` fails its handshake).
+    #[serde(default)]
+    pub default: Option<CertPair>,
     #[serde(default)]
     pub hosts: std::collections::BTreeMap<String, CertPair>,
     /// TLS on this port and plain HTTP on `port` (e.g. 443 and 80). Unset:
     /// TLS on `port` only, as RELIW.
     #[serde(default)]
     pub port: Option<u16>,
+    /// RELIW's ACME block: accepted, not run (certificates come from files).
+    #[serde(default)]
+    pub acme: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -410,8 +454,13 @@ const TOP_KEYS: &[&str] = &[
     "waf",
     "rate_limit",
     "proxy",
+    "lua",
+    "log_format",
     "node_name",
+    // RELIW keys reliw reads but does not use (see the operator guide).
+    "compression",
 ];
+const LUA_KEYS: &[&str] = &["memory_limit", "time_limit_ms", "max_body_size"];
 const REDIS_KEYS: &[&str] = &["host", "port", "db", "prefix", "timeout", "ssl", "auth"];
 const METRICS_KEYS: &[&str] = &[
     "ip",
@@ -435,9 +484,9 @@ const PROXY_KEYS: &[&str] = &[
     "buffer_size",
     "max_response_head",
 ];
-const SSL_KEYS: &[&str] = &["default", "hosts", "port"];
+const SSL_KEYS: &[&str] = &["default", "hosts", "port", "acme"];
 
-const LOG_LEVELS: &[&str] = &["error", "warn", "info", "access", "debug", "trace"];
+const LOG_LEVELS: &[&str] = &["error", "warn", "info", "access", "debug", "trace", "off"];
 
 impl Config {
     /// Which file to read: `--config`, else `$RELIW_CONFIG_FILE`, else
@@ -478,13 +527,15 @@ impl Config {
             path: PathBuf::from("<text>"),
             detail,
         };
-        let value: Value = serde_json::from_str(text).map_err(|e| parse_error(e.to_string()))?;
+        let mut value: Value =
+            serde_json::from_str(text).map_err(|e| parse_error(e.to_string()))?;
+        let mut warnings = Vec::new();
+        reliw_values(&mut value, &mut warnings)?;
         let Value::Object(top) = &value else {
             return Err(parse_error(String::from(
                 "the config must be a JSON object",
             )));
         };
-        let mut warnings = Vec::new();
         check_keys("", top, TOP_KEYS, &mut warnings)?;
         for (section, keys) in [
             ("redis", REDIS_KEYS),
@@ -495,6 +546,7 @@ impl Config {
             ("waf", WAF_KEYS),
             ("rate_limit", RATE_LIMIT_KEYS),
             ("proxy", PROXY_KEYS),
+            ("lua", LUA_KEYS),
         ] {
             if let Some(Value::Object(obj)) = top.get(section) {
                 check_keys(section, obj, keys, &mut warnings)?;
@@ -504,7 +556,7 @@ impl Config {
             let path = e.path().to_string();
             invalid(&path, e.into_inner().to_string())
         })?;
-        config.apply_reliw_aliases();
+        config.apply_reliw_aliases(&mut warnings);
         config.validate()?;
         config.trusted_proxy_cidrs = config
             .trusted_proxies
@@ -514,9 +566,28 @@ impl Config {
         Ok((config, warnings))
     }
 
-    fn apply_reliw_aliases(&mut self) {
+    fn apply_reliw_aliases(&mut self, warnings: &mut Vec<String>) {
         if let Some(limit) = self.fork_limit {
-            self.max_connections = limit;
+            // RELIW counted connections per listener (IPv4, IPv6); reliw
+            // counts them across all, so the cap is scaled to the same total.
+            let addresses = 1 + usize::from(self.ipv6.is_some());
+            let ports = match &self.ssl {
+                Some(ssl) if ssl.port.is_some() => 2,
+                _ => 1,
+            };
+            let listeners = addresses * ports;
+            self.max_connections = limit.max(1).saturating_mul(listeners);
+            if listeners > 1 {
+                warnings.push(format!(
+                    "fork_limit {limit} applies per listener in RELIW; reliw caps all {listeners} listeners together at max_connections {}",
+                    self.max_connections
+                ));
+            }
+        }
+        if self.ssl.as_ref().is_some_and(|s| s.acme.is_some()) {
+            warnings.push(String::from(
+                "ssl.acme is accepted but not run: certificates come from ssl.default and ssl.hosts files",
+            ));
         }
         if let Some(limit) = self.requests_per_fork {
             self.max_requests_per_connection = limit;
@@ -531,10 +602,28 @@ impl Config {
                 Ok(())
             }
         };
-        positive("keepalive_idle_timeout", self.keepalive_idle_timeout)?;
-        positive("request_header_timeout", self.request_header_timeout)?;
-        positive("request_body_timeout", self.request_body_timeout)?;
-        positive("tls_handshake_timeout", self.tls_handshake_timeout)?;
+        // Seconds, fractions allowed (RELIW's socket timeouts are doubles).
+        let seconds = |key: &str, v: f64| {
+            if v.is_finite() && v >= 0.001 && v <= 86_400.0 {
+                Ok(())
+            } else {
+                Err(invalid(key, "must be between 0.001 and 86400 seconds"))
+            }
+        };
+        seconds("keepalive_idle_timeout", self.keepalive_idle_timeout)?;
+        seconds("request_header_timeout", self.request_header_timeout)?;
+        seconds("request_body_timeout", self.request_body_timeout)?;
+        seconds("tls_handshake_timeout", self.tls_handshake_timeout)?;
+        let l = &self.lua;
+        if !(1 << 20..=4 << 30).contains(&l.memory_limit) {
+            return Err(invalid("lua.memory_limit", "must be 1 MiB to 4 GiB (bytes)"));
+        }
+        if !(1..=60_000).contains(&l.time_limit_ms) {
+            return Err(invalid("lua.time_limit_ms", "must be 1 to 60000"));
+        }
+        if l.max_body_size > self.max_body_size.max(crate::auth::FORM_LIMIT as u64) {
+            return Err(invalid("lua.max_body_size", "must be at most max_body_size"));
+        }
         let p = &self.proxy;
         positive("proxy.connect_timeout_ms", p.connect_timeout_ms)?;
         positive("proxy.response_timeout_ms", p.response_timeout_ms)?;
@@ -657,7 +746,10 @@ impl Config {
             _ => {}
         }
         if let Some(ssl) = &self.ssl {
-            let pairs = std::iter::once((String::from("ssl.default"), &ssl.default)).chain(
+            if ssl.default.is_none() && ssl.acme.is_none() {
+                return Err(invalid("ssl.default", "is required (a cert and key file)"));
+            }
+            let pairs = ssl.default.iter().map(|d| (String::from("ssl.default"), d)).chain(
                 ssl.hosts
                     .iter()
                     .map(|(host, pair)| (format!("ssl.hosts.{host}"), pair)),
@@ -678,12 +770,12 @@ impl Config {
 
     /// Request head timeout.
     pub fn header_timeout(&self) -> Duration {
-        Duration::from_secs(self.request_header_timeout)
+        Duration::from_secs_f64(self.request_header_timeout)
     }
 
     /// Idle keep-alive timeout.
     pub fn idle_timeout(&self) -> Duration {
-        Duration::from_secs(self.keepalive_idle_timeout)
+        Duration::from_secs_f64(self.keepalive_idle_timeout)
     }
 
     /// This node's name: `node_name`, else the host name.
@@ -697,8 +789,97 @@ impl Config {
 
     /// Whole-body timeout.
     pub fn body_timeout(&self) -> Duration {
-        Duration::from_secs(self.request_body_timeout)
+        Duration::from_secs_f64(self.request_body_timeout)
     }
+
+    /// TLS handshake timeout (clients and upstreams without their own).
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.tls_handshake_timeout)
+    }
+}
+
+/// RELIW's way with some values, applied before the strict reading:
+/// `ip` may be `*` (every address) or a host name (resolved, first
+/// address), `log_level` a number (RELIW's 0/10/20/30/40) or an unknown
+/// name (RELIW read it as `info`), `metrics.scan_count`/`scan_limit` out
+/// of range are clamped. Each change that RELIW made silently is a warning.
+fn reliw_values(value: &mut Value, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
+    let Value::Object(top) = value else {
+        return Ok(());
+    };
+    if let Some(ip) = top.get_mut("ip") {
+        listen_address("ip", ip, warnings)?;
+    }
+    if let Some(Value::Object(metrics)) = top.get_mut("metrics") {
+        if let Some(ip) = metrics.get_mut("ip") {
+            listen_address("metrics.ip", ip, warnings)?;
+        }
+        for (key, lo, hi) in [("scan_count", 1.0, 1000.0), ("scan_limit", 1.0, 10_000.0)] {
+            if let Some(v) = metrics.get_mut(key)
+                && let Some(n) = v.as_f64()
+            {
+                let clamped = n.round().clamp(lo, hi);
+                if clamped != n {
+                    warnings.push(format!("metrics.{key} {n} clamped to {clamped}, as RELIW does"));
+                }
+                *v = Value::from(clamped as u64);
+            }
+        }
+    }
+    if let Some(level) = top.get_mut("log_level") {
+        let name = match &*level {
+            Value::Number(n) => {
+                let n = n.as_f64().unwrap_or(20.0);
+                Some(match n {
+                    n if n <= 0.0 => "debug",
+                    n if n <= 10.0 => "access",
+                    n if n <= 20.0 => "info",
+                    n if n <= 30.0 => "warn",
+                    n if n <= 40.0 => "error",
+                    _ => "off",
+                })
+            }
+            Value::String(s) if !LOG_LEVELS.contains(&s.as_str()) => {
+                warnings.push(format!(
+                    "log_level '{s}' is not one of {}; using info, as RELIW did",
+                    LOG_LEVELS.join(", ")
+                ));
+                Some("info")
+            }
+            _ => None,
+        };
+        if let Some(name) = name {
+            *level = Value::from(name);
+        }
+    }
+    Ok(())
+}
+
+/// `*` → 0.0.0.0; a name → its first address (IPv4 first); an address stays.
+fn listen_address(key: &str, v: &mut Value, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
+    let Value::String(text) = &*v else {
+        return Ok(());
+    };
+    if text.parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let addr = if text == "*" {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        use std::net::ToSocketAddrs as _;
+        let found: Vec<IpAddr> = (text.as_str(), 0)
+            .to_socket_addrs()
+            .map_err(|e| invalid(key, format!("'{text}' is not an address and does not resolve: {e}")))?
+            .map(|a| a.ip())
+            .collect();
+        let Some(addr) = found.iter().find(|a| a.is_ipv4()).or(found.first()).copied() else {
+            return Err(invalid(key, format!("'{text}' resolves to no address")));
+        };
+        warnings.push(format!("{key} '{text}' resolved to {addr}"));
+        addr
+    };
+    *v = Value::from(addr.to_string());
+    Ok(())
 }
 
 fn check_keys(
@@ -774,7 +955,7 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/www"));
         assert_eq!(c.max_body_size, 5_242_880);
         assert_eq!(c.request_line_limit, 8192);
-        assert_eq!(c.keepalive_idle_timeout, 15);
+        assert_eq!(c.idle_timeout(), Duration::from_secs(15));
         assert_eq!(c.redis.db, 13);
         assert_eq!(c.redis.prefix, "RLW");
         assert_eq!(c.metrics.port, 9101);
@@ -786,13 +967,41 @@ mod tests {
         assert!(err(r#"{"port": "80"}"#).contains("'port'"));
         assert!(err(r#"{"port": 70000}"#).contains("'port'"));
         assert!(err(r#"{"redis": {"port": -1}}"#).contains("'redis.port'"));
-        assert!(err(r#"{"metrics": {"scan_count": 0}}"#).contains("metrics.scan_count"));
-        assert!(err(r#"{"metrics": {"scan_limit": 10001}}"#).contains("metrics.scan_limit"));
-        assert!(err(r#"{"log_level": "loud"}"#).contains("'log_level'"));
+        assert!(err(r#"{"metrics": {"scan_count": "many"}}"#).contains("metrics.scan_count"));
+        assert!(err(r#"{"log_level": true}"#).contains("log_level"));
+        assert!(err(r#"{"request_header_timeout": 0}"#).contains("request_header_timeout"));
+        assert!(err(r#"{"ip": "no-such-host.invalid"}"#).contains("'ip'"));
+        assert!(err(r#"{"ssl": {"hosts": {}}}"#).contains("ssl.default"));
         assert!(err(r#"{"workers": 0}"#).contains("'workers'"));
         assert!(err(r#"{"shield": {"mode": "fast"}}"#).contains("shield.mode"));
         assert!(err("[1]").contains("JSON object"));
         assert!(err("{").contains("EOF"));
+    }
+
+    #[test]
+    fn a_copied_reliw_config_means_what_it_meant() {
+        let text = r#"{"ip": "*", "log_level": 10, "keepalive_idle_timeout": 2.5,
+            "request_body_timeout": 0.5, "fork_limit": 64, "ipv6": "::",
+            "metrics": {"ip": "localhost", "scan_count": 5000, "scan_limit": 0},
+            "ssl": {"acme": {"account": "ops@example.com"}},
+            "compression": {"enabled": true}}"#;
+        let (c, warnings) = Config::parse(text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.ip, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(c.metrics.ip, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(c.log_level, "access");
+        assert_eq!(c.idle_timeout(), Duration::from_millis(2500));
+        assert_eq!(c.body_timeout(), Duration::from_millis(500));
+        assert_eq!((c.metrics.scan_count, c.metrics.scan_limit), (1000, 1));
+        assert_eq!(c.max_connections, 128, "fork_limit per listener, two listeners");
+        assert!(c.ssl.as_ref().is_some_and(|s| s.default.is_none()));
+        for needle in ["scan_count", "scan_limit", "fork_limit", "ssl.acme", "metrics.ip"] {
+            assert!(warnings.iter().any(|w| w.contains(needle)), "{needle}: {warnings:?}");
+        }
+        for (level, name) in [("0", "debug"), ("20", "info"), ("30", "warn"), ("40", "error"), ("100", "off"), ("\"loud\"", "info")] {
+            let (c, _) = Config::parse(&format!(r#"{{"log_level": {level}}}"#))
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(c.log_level, name, "{level}");
+        }
     }
 
     #[test]

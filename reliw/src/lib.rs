@@ -20,6 +20,8 @@ pub mod client_ip;
 pub mod config;
 pub mod files;
 pub mod http;
+pub mod look;
+pub mod lua;
 pub mod lua_pattern;
 pub mod metrics;
 pub mod proxy;

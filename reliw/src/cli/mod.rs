@@ -47,7 +47,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
                 Some(p) => Config::load(p).map_err(|e| e.to_string())?,
                 None => Config::default(),
             };
-            init_logging(&config.log_level);
+            init_logging(&config.log_level, config.log_format);
             match &path {
                 Some(p) => tracing::info!(config = %p.display(), "config loaded"),
                 None => tracing::info!("no config file; running on built-in defaults"),
@@ -55,15 +55,17 @@ pub fn run(cli: Cli) -> Result<(), String> {
             server::run(config, path, io).map_err(|e| e.to_string())
         }
         Command::Shield(args) => {
-            init_logging("info");
+            init_logging("info", crate::config::LogFormat::Text);
             shield::run(args)
         }
     }
 }
 
 /// Logs to stderr. `RELIW_LOG` (an env-filter directive) overrides the
-/// config's `log_level`; `access` is `info` plus the access log.
-fn init_logging(level: &str) {
+/// config's `log_level`; `access` is `info` plus the access log. With
+/// `log_format: json` every line is one JSON object (the event's fields,
+/// `timestamp`, `level` and `target` at the top level), as RELIW logged.
+fn init_logging(level: &str, format: crate::config::LogFormat) {
     let directive = match level {
         "access" => "info",
         "info" => "info,access=off",
@@ -71,9 +73,17 @@ fn init_logging(level: &str) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RELIW_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directive));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        crate::config::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+        crate::config::LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
 }

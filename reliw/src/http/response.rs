@@ -88,6 +88,9 @@ pub struct ResponseHead {
     /// Extra header fields (`Date`, `Server`, `Content-Length` and
     /// `Connection` are written by [`ResponseHead::encode`]).
     pub headers: Vec<(&'static str, String)>,
+    /// Fields whose names are only known at run time (a Lua page's),
+    /// checked by the caller to be tokens with values free of CR/LF.
+    pub named_headers: Vec<(String, String)>,
     /// Body length announced in `Content-Length` (omitted for 1xx/304).
     pub content_length: u64,
     /// Send `Connection: close` (and close after the body).
@@ -101,6 +104,7 @@ impl ResponseHead {
         Self {
             status,
             headers: Vec::new(),
+            named_headers: Vec::new(),
             content_length: 0,
             close: false,
             keep_alive_10: false,
@@ -122,6 +126,9 @@ impl ResponseHead {
             self.status.reason()
         );
         for (name, value) in &self.headers {
+            let _ = write!(text, "{name}: {value}\r\n");
+        }
+        for (name, value) in &self.named_headers {
             let _ = write!(text, "{name}: {value}\r\n");
         }
         if self.status.code() >= 200 && self.status != Status::NOT_MODIFIED {

@@ -52,10 +52,12 @@ pub enum TlsError {
     Setup(String),
 }
 
-/// Certificates by SNI name, with a default.
+/// Certificates by SNI name, with a default (none: a name without a
+/// certificate of its own fails the handshake, as RELIW without
+/// `ssl.default`).
 #[derive(Debug)]
 struct SniResolver {
-    default: Arc<CertifiedKey>,
+    default: Option<Arc<CertifiedKey>>,
     hosts: HashMap<String, Arc<CertifiedKey>>,
 }
 
@@ -64,7 +66,7 @@ impl ResolvesServerCert for SniResolver {
         let named = hello
             .server_name()
             .and_then(|name| self.hosts.get(&name.to_ascii_lowercase()));
-        Some(Arc::clone(named.unwrap_or(&self.default)))
+        named.or(self.default.as_ref()).cloned()
     }
 }
 
@@ -99,7 +101,10 @@ fn certified_key(
 /// Builds the server config from the `ssl` section.
 pub fn load(ssl: &SslConfig) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let default = certified_key("ssl.default", &ssl.default, &provider)?;
+    let default = match &ssl.default {
+        Some(pair) => Some(certified_key("ssl.default", pair, &provider)?),
+        None => None,
+    };
     let mut hosts = HashMap::new();
     for (name, pair) in &ssl.hosts {
         let key = certified_key(&format!("ssl.hosts.{name}"), pair, &provider)?;

@@ -266,7 +266,7 @@ impl<U: Connect> Upstreams<U> {
         let name = upstream_tls::server_name(&target.host).map_err(ConnectError::Tls)?;
         let handshake_timeout = target
             .handshake_timeout
-            .unwrap_or(Duration::from_secs(config.tls_handshake_timeout));
+            .unwrap_or(config.handshake_timeout());
         match Tls::connect(tcp, client_config, name, handshake_timeout).await {
             Ok(tls) => Ok(UpConn::Tls(Box::new(tls))),
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {

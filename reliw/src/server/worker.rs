@@ -389,7 +389,7 @@ async fn connection<T: Connect>(
     let Some(config) = worker.shared.tls() else {
         return;
     };
-    let timeout = Duration::from_secs(worker.config().tls_handshake_timeout);
+    let timeout = worker.config().handshake_timeout();
     match Tls::accept(io, config, timeout).await {
         Ok(tls) => {
             tracing::trace!(%peer, sni = tls.server_name(), "TLS established");
