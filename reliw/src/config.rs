@@ -616,13 +616,19 @@ impl Config {
         seconds("tls_handshake_timeout", self.tls_handshake_timeout)?;
         let l = &self.lua;
         if !(1 << 20..=4 << 30).contains(&l.memory_limit) {
-            return Err(invalid("lua.memory_limit", "must be 1 MiB to 4 GiB (bytes)"));
+            return Err(invalid(
+                "lua.memory_limit",
+                "must be 1 MiB to 4 GiB (bytes)",
+            ));
         }
         if !(1..=60_000).contains(&l.time_limit_ms) {
             return Err(invalid("lua.time_limit_ms", "must be 1 to 60000"));
         }
         if l.max_body_size > self.max_body_size.max(crate::auth::FORM_LIMIT as u64) {
-            return Err(invalid("lua.max_body_size", "must be at most max_body_size"));
+            return Err(invalid(
+                "lua.max_body_size",
+                "must be at most max_body_size",
+            ));
         }
         let p = &self.proxy;
         positive("proxy.connect_timeout_ms", p.connect_timeout_ms)?;
@@ -749,11 +755,15 @@ impl Config {
             if ssl.default.is_none() && ssl.acme.is_none() {
                 return Err(invalid("ssl.default", "is required (a cert and key file)"));
             }
-            let pairs = ssl.default.iter().map(|d| (String::from("ssl.default"), d)).chain(
-                ssl.hosts
-                    .iter()
-                    .map(|(host, pair)| (format!("ssl.hosts.{host}"), pair)),
-            );
+            let pairs = ssl
+                .default
+                .iter()
+                .map(|d| (String::from("ssl.default"), d))
+                .chain(
+                    ssl.hosts
+                        .iter()
+                        .map(|(host, pair)| (format!("ssl.hosts.{host}"), pair)),
+                );
             for (key, pair) in pairs {
                 for (what, path) in [("cert", &pair.cert), ("key", &pair.key)] {
                     if !path.is_file() {
@@ -820,7 +830,9 @@ fn reliw_values(value: &mut Value, warnings: &mut Vec<String>) -> Result<(), Con
             {
                 let clamped = n.round().clamp(lo, hi);
                 if clamped != n {
-                    warnings.push(format!("metrics.{key} {n} clamped to {clamped}, as RELIW does"));
+                    warnings.push(format!(
+                        "metrics.{key} {n} clamped to {clamped}, as RELIW does"
+                    ));
                 }
                 *v = Value::from(clamped as u64);
             }
@@ -869,10 +881,20 @@ fn listen_address(key: &str, v: &mut Value, warnings: &mut Vec<String>) -> Resul
         use std::net::ToSocketAddrs as _;
         let found: Vec<IpAddr> = (text.as_str(), 0)
             .to_socket_addrs()
-            .map_err(|e| invalid(key, format!("'{text}' is not an address and does not resolve: {e}")))?
+            .map_err(|e| {
+                invalid(
+                    key,
+                    format!("'{text}' is not an address and does not resolve: {e}"),
+                )
+            })?
             .map(|a| a.ip())
             .collect();
-        let Some(addr) = found.iter().find(|a| a.is_ipv4()).or(found.first()).copied() else {
+        let Some(addr) = found
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(found.first())
+            .copied()
+        else {
             return Err(invalid(key, format!("'{text}' resolves to no address")));
         };
         warnings.push(format!("{key} '{text}' resolved to {addr}"));
@@ -992,12 +1014,31 @@ mod tests {
         assert_eq!(c.idle_timeout(), Duration::from_millis(2500));
         assert_eq!(c.body_timeout(), Duration::from_millis(500));
         assert_eq!((c.metrics.scan_count, c.metrics.scan_limit), (1000, 1));
-        assert_eq!(c.max_connections, 128, "fork_limit per listener, two listeners");
+        assert_eq!(
+            c.max_connections, 128,
+            "fork_limit per listener, two listeners"
+        );
         assert!(c.ssl.as_ref().is_some_and(|s| s.default.is_none()));
-        for needle in ["scan_count", "scan_limit", "fork_limit", "ssl.acme", "metrics.ip"] {
-            assert!(warnings.iter().any(|w| w.contains(needle)), "{needle}: {warnings:?}");
+        for needle in [
+            "scan_count",
+            "scan_limit",
+            "fork_limit",
+            "ssl.acme",
+            "metrics.ip",
+        ] {
+            assert!(
+                warnings.iter().any(|w| w.contains(needle)),
+                "{needle}: {warnings:?}"
+            );
         }
-        for (level, name) in [("0", "debug"), ("20", "info"), ("30", "warn"), ("40", "error"), ("100", "off"), ("\"loud\"", "info")] {
+        for (level, name) in [
+            ("0", "debug"),
+            ("20", "info"),
+            ("30", "warn"),
+            ("40", "error"),
+            ("100", "off"),
+            ("\"loud\"", "info"),
+        ] {
             let (c, _) = Config::parse(&format!(r#"{{"log_level": {level}}}"#))
                 .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(c.log_level, name, "{level}");

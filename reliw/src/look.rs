@@ -93,7 +93,11 @@ pub fn substitute<'a>(text: &str, value: impl Fn(&str) -> Option<&'a str>) -> St
 
 impl Sections {
     /// A page: the sections around `content`.
-    pub fn page<'a>(&self, content: &str, value: impl Fn(&str) -> Option<&'a str> + Copy) -> String {
+    pub fn page<'a>(
+        &self,
+        content: &str,
+        value: impl Fn(&str) -> Option<&'a str> + Copy,
+    ) -> String {
         let mut out = substitute(&self.head, value);
         out.push_str(&substitute(&self.body, value));
         out.push_str(content);
@@ -149,7 +153,11 @@ impl Look {
     }
 
     /// A page around `content` (HTML, inserted as it is).
-    pub fn page<'a>(&self, content: &'a str, value: impl Fn(&str) -> Option<&'a str> + Copy) -> String {
+    pub fn page<'a>(
+        &self,
+        content: &'a str,
+        value: impl Fn(&str) -> Option<&'a str> + Copy,
+    ) -> String {
         match self {
             Look::Text(t) => t.render(|name| match name {
                 "content" => Some(content),

@@ -4,8 +4,10 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-/// The Host header, normalised: lower case, port removed. `None` when it is
-/// not a DNS name, `localhost`, an IPv4 address or a bracketed IPv6 address.
+/// The Host header, normalised as RELIW did: lower case, port removed,
+/// brackets of an IPv6 address removed. `None` when it is not a DNS name
+/// (underscores allowed in labels, as RELIW), `localhost`, an IPv4
+/// address or a bracketed IPv6 address.
 pub fn normalise_host(raw: &str) -> Option<String> {
     let lower = raw.trim().to_ascii_lowercase();
     let host = if let Some(rest) = lower.strip_prefix('[') {
@@ -14,7 +16,8 @@ pub fn normalise_host(raw: &str) -> Option<String> {
         if !(after.is_empty() || valid_port(after.strip_prefix(':')?)) {
             return None;
         }
-        return Some(format!("[{inside}]"));
+        // RELIW keys an IPv6 host without its brackets (`RLW:API:::1`).
+        return Some(inside.to_owned());
     } else {
         match lower.rsplit_once(':') {
             Some((host, port)) if valid_port(port) => host.to_owned(),
@@ -22,6 +25,10 @@ pub fn normalise_host(raw: &str) -> Option<String> {
             None => lower,
         }
     };
+    // `__` names the fallback site's data, never a host of its own.
+    if host == crate::files::FALLBACK_HOST {
+        return None;
+    }
     if host == "localhost" || host.parse::<Ipv4Addr>().is_ok() || is_dns_name(&host) {
         Some(host)
     } else {
@@ -42,7 +49,9 @@ fn is_dns_name(host: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         })
         // All-numeric names are malformed IPv4 addresses, not DNS names.
         && !host.split('.').all(|l| l.bytes().all(|b| b.is_ascii_digit()))
@@ -120,15 +129,19 @@ mod tests {
             normalise_host("198.18.0.1:80").as_deref(),
             Some("198.18.0.1")
         );
-        assert_eq!(normalise_host("[::1]:8080").as_deref(), Some("[::1]"));
-        assert_eq!(normalise_host("[FD00::1]").as_deref(), Some("[fd00::1]"));
+        assert_eq!(normalise_host("[::1]:8080").as_deref(), Some("::1"));
+        assert_eq!(normalise_host("[FD00::1]").as_deref(), Some("fd00::1"));
+        assert_eq!(
+            normalise_host("_dmarc.Example.com").as_deref(),
+            Some("_dmarc.example.com")
+        );
+        assert_eq!(normalise_host("my_host:80").as_deref(), Some("my_host"));
         for bad in [
             "",
             "__",
             "..",
             "a..b",
             "-a.com",
-            "a_b.com",
             "a/b",
             "a\\b",
             "::1",

@@ -93,7 +93,9 @@ impl LuaRuntime {
         lua.set_global_hook(
             HookTriggers::new().every_nth_instruction(HOOK_EVERY),
             move |_, _| match seen.get() {
-                Some(at) if Instant::now() >= at => Err(mlua::Error::runtime("time budget exceeded")),
+                Some(at) if Instant::now() >= at => {
+                    Err(mlua::Error::runtime("time budget exceeded"))
+                }
                 _ => Ok(VmState::Continue),
             },
         )
@@ -276,17 +278,25 @@ mod tests {
             "while true do pcall(pcall, function() while true do end end) end",
         ] {
             let r = eval(&mut rt, catcher);
-            assert!(matches!(r, Err(LuaError::Budget { .. })), "{catcher}: {r:?}");
+            assert!(
+                matches!(r, Err(LuaError::Budget { .. })),
+                "{catcher}: {r:?}"
+            );
         }
         // Before the deadline pcall works as usual.
         assert_eq!(
-            eval(&mut rt, "return select(2, pcall(error, 'x', 0))").ok().as_deref(),
+            eval(&mut rt, "return select(2, pcall(error, 'x', 0))")
+                .ok()
+                .as_deref(),
             Some("String(\"x\")")
         );
         assert!(started.elapsed() < Duration::from_secs(5));
         let r = eval(&mut rt, "local t = {} for i = 1, 1e9 do t[i] = i end");
         assert!(
-            matches!(r, Err(LuaError::Memory { .. }) | Err(LuaError::Budget { .. })),
+            matches!(
+                r,
+                Err(LuaError::Memory { .. }) | Err(LuaError::Budget { .. })
+            ),
             "{r:?}"
         );
         let r = eval(&mut rt, "return string.rep('x', 1 << 30)");

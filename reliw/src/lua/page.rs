@@ -91,7 +91,12 @@ fn convert(content: Value, status: Value, headers: Value) -> Result<PageResponse
         Value::String(s) => s.as_bytes().to_vec(),
         Value::Integer(n) => n.to_string().into_bytes(),
         Value::Number(n) => n.to_string().into_bytes(),
-        other => return Err(format!("content must be a string, not {}", other.type_name())),
+        other => {
+            return Err(format!(
+                "content must be a string, not {}",
+                other.type_name()
+            ));
+        }
     };
     let status = match status {
         Value::Nil | Value::Boolean(false) => None,
@@ -108,7 +113,12 @@ fn convert(content: Value, status: Value, headers: Value) -> Result<PageResponse
     let headers = match headers {
         Value::Nil => None,
         Value::Table(t) => Some(fields(&t)?),
-        other => return Err(format!("headers must be a table, not {}", other.type_name())),
+        other => {
+            return Err(format!(
+                "headers must be a table, not {}",
+                other.type_name()
+            ));
+        }
     };
     Ok(PageResponse {
         content,

@@ -71,10 +71,8 @@ pub(super) fn globals(lua: &Lua, expired: Function) -> mlua::Result<Table> {
     template.set("print", print(lua)?)?;
     // pcall, xpcall and coroutine.resume catch errors, the budget's too:
     // past the deadline they pass them on, so no loop can catch its way on.
-    let (pcall, xpcall, resume): (Function, Function, Function) = lua
-        .load(GUARDED_CATCHERS)
-        .set_name("=reliw")
-        .call((
+    let (pcall, xpcall, resume): (Function, Function, Function) =
+        lua.load(GUARDED_CATCHERS).set_name("=reliw").call((
             g.get::<Function>("pcall")?,
             g.get::<Function>("xpcall")?,
             g.get::<Table>("coroutine")?.get::<Function>("resume")?,
@@ -164,7 +162,11 @@ fn json_module(lua: &Lua, safe: bool) -> mlua::Result<Table> {
         let result = lua
             .from_value::<serde_json::Value>(value)
             .and_then(|v| serde_json::to_string(&v).map_err(mlua::Error::external));
-        answer(lua, safe, result.and_then(|s| lua.create_string(s).map(Value::String)))
+        answer(
+            lua,
+            safe,
+            result.and_then(|s| lua.create_string(s).map(Value::String)),
+        )
     })?;
     let decode = lua.create_function(move |lua, text: mlua::LuaString| {
         let result = serde_json::from_slice::<serde_json::Value>(&text.as_bytes())

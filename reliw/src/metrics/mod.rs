@@ -34,6 +34,8 @@ pub struct NodeMetrics {
     pub waf_hits: Counter,
     pub rate_limited: Counter,
     pub rate_limit_fail_open: Counter,
+    /// Lua pages that failed (error, budget, memory, no status).
+    pub lua_errors: Counter,
     pub store_errors: Counter,
     /// Site cache lookups by result (`hit`, `stale`, `miss`).
     pub site_cache: Family<[(&'static str, &'static str); 1], Counter>,
@@ -81,6 +83,12 @@ impl NodeMetrics {
             "rate_limited",
             "Requests refused by a rate limit",
             rate_limited.clone(),
+        );
+        let lua_errors = Counter::default();
+        registry.register(
+            "lua_errors",
+            "Lua pages that failed: an error, the time or memory budget, or no status",
+            lua_errors.clone(),
         );
         let rate_limit_fail_open = Counter::default();
         registry.register(
@@ -132,6 +140,7 @@ impl NodeMetrics {
             waf_hits,
             rate_limited,
             rate_limit_fail_open,
+            lua_errors,
             store_errors,
             site_cache,
             upstream_opened,

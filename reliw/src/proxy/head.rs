@@ -6,9 +6,12 @@
 //! Keep-Alive, TE, Trailer, Transfer-Encoding, Upgrade, Proxy-*) never
 //! cross; framing is reliw's own on each side. Towards the upstream, `Host`
 //! is the upstream's, `Origin`/`Referer` point at the upstream's origin and
-//! the `X-Forwarded-*`/`X-Real-IP` fields say who asked. Back to the
-//! client, `Access-Control-Allow-Origin` naming the upstream names the
-//! client's origin again, and over TLS every cookie is `Secure`.
+//! the `X-Forwarded-*`/`X-Real-IP`/`X-Client-IP` fields say who asked
+//! (what the client sent in them is dropped or, for `X-Forwarded-For`,
+//! appended to). Back to the client, `Access-Control-Allow-Origin`
+//! naming the upstream names the client's origin again, a cookie's
+//! `Domain=` names the host the client asked for (as RELIW), and over TLS
+//! every cookie is `Secure`.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -110,7 +113,7 @@ pub fn request_head(req: &RequestHead, fwd: &Forwarding<'_>, out: &mut Vec<u8>) 
         }
         match name {
             "host" | "content-length" | "expect" | "x-forwarded-host" | "x-forwarded-proto"
-            | "x-real-ip" => {}
+            | "x-real-ip" | "x-client-ip" => {}
             "x-forwarded-for" => {
                 let list = forwarded_for.get_or_insert_with(Vec::new);
                 if !list.is_empty() {
@@ -139,11 +142,10 @@ pub fn request_head(req: &RequestHead, fwd: &Forwarding<'_>, out: &mut Vec<u8>) 
     }
     let proto: &[u8] = if fwd.client_tls { b"https" } else { b"http" };
     push_field(out, "x-forwarded-proto", proto);
-    push_field(
-        out,
-        "x-real-ip",
-        fwd.client.to_canonical().to_string().as_bytes(),
-    );
+    let client = fwd.client.to_canonical().to_string();
+    push_field(out, "x-real-ip", client.as_bytes());
+    // RELIW's name for the same address.
+    push_field(out, "x-client-ip", client.as_bytes());
     match req.body {
         BodyFraming::Length(n) => push_field(out, "content-length", n.to_string().as_bytes()),
         BodyFraming::Chunked => push_field(out, "transfer-encoding", b"chunked"),
@@ -364,6 +366,8 @@ pub struct ClientSide<'a> {
     pub keep_alive_10: bool,
     /// The `Date` to send when the upstream sent none.
     pub date: &'a str,
+    /// The client's `Host` (a cookie's `Domain=` is rewritten to it).
+    pub client_host: Option<&'a str>,
 }
 
 /// Appends the head the client gets for the upstream's `up`.
@@ -406,9 +410,11 @@ pub fn response_head(up: &UpstreamHead, side: &ClientSide<'_>, out: &mut Vec<u8>
                 }
                 _ => push_field(out, name, value),
             }
-        } else if is("set-cookie") && side.tls && !cookie_is_secure(value) {
-            let mut v = value.to_vec();
-            v.extend_from_slice(b"; Secure");
+        } else if is("set-cookie") {
+            let mut v = cookie_domain(value, side.client_host);
+            if side.tls && !cookie_is_secure(&v) {
+                v.extend_from_slice(b"; Secure");
+            }
             push_field(out, name, &v);
         } else {
             push_field(out, name, value);
@@ -430,6 +436,38 @@ pub fn response_head(up: &UpstreamHead, side: &ClientSide<'_>, out: &mut Vec<u8>
         push_field(out, "Connection", b"keep-alive");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// A `Set-Cookie` value with its `Domain=` attribute naming the host the
+/// client asked for (without a port); unchanged without one, or when that
+/// host is an IPv6 address (no cookie domain can name it).
+fn cookie_domain(value: &[u8], client_host: Option<&str>) -> Vec<u8> {
+    let host = client_host
+        .filter(|h| !h.starts_with('['))
+        .map(|h| h.split_once(':').map_or(h, |(name, _)| name))
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && b != b';'));
+    let Some(host) = host else {
+        return value.to_vec();
+    };
+    let mut out = Vec::with_capacity(value.len() + host.len());
+    for (i, attr) in value.split(|b| *b == b';').enumerate() {
+        if i > 0 {
+            out.push(b';');
+        }
+        let trimmed = attr.trim_ascii_start();
+        let is_domain = i > 0
+            && trimmed
+                .get(..7)
+                .is_some_and(|p| p.eq_ignore_ascii_case(b"domain="));
+        if is_domain {
+            out.extend_from_slice(&attr[..attr.len() - trimmed.len()]);
+            out.extend_from_slice(b"Domain=");
+            out.extend_from_slice(host.as_bytes());
+        } else {
+            out.extend_from_slice(attr);
+        }
+    }
+    out
 }
 
 /// Whether a `Set-Cookie` value already has the `Secure` attribute.
@@ -477,7 +515,7 @@ mod tests {
             "POST /a?b=1 HTTP/1.1\r\nHost: site.example\r\nConnection: keep-alive, X-Secret\r\n\
              X-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nProxy-Authorization: x\r\n\
              Transfer-Encoding: chunked\r\nX-Forwarded-For: 203.0.113.1\r\nX-Real-IP: 1.1.1.1\r\n\
-             Origin: https://site.example\r\nReferer: https://site.example/page?q=1\r\n\
+             X-Client-IP: 1.1.1.1\r\nOrigin: https://site.example\r\nReferer: https://site.example/page?q=1\r\n\
              Expect: 100-continue\r\nCookie: a=b\r\n\r\n",
             true,
         );
@@ -506,6 +544,7 @@ mod tests {
             "x-forwarded-host: site.example\r\n",
             "x-forwarded-proto: https\r\n",
             "x-real-ip: 198.18.0.8\r\n",
+            "x-client-ip: 198.18.0.8\r\n",
             "transfer-encoding: chunked\r\n",
         ] {
             assert!(text.contains(kept), "{kept:?} not in {text}");
@@ -616,7 +655,8 @@ mod tests {
         let up = parse(
             "HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: 1\r\n\
              Transfer-Encoding: chunked\r\nAccess-Control-Allow-Origin: http://10.0.0.9:8080\r\n\
-             Set-Cookie: a=1; Path=/\r\nSet-Cookie: b=2; secure\r\nServer: up\r\n\r\n",
+             Set-Cookie: a=1; Path=/\r\nSet-Cookie: b=2; secure\r\nServer: up\r\n\
+             Set-Cookie: c=3; domain=10.0.0.9; Path=/\r\nSet-Cookie: d=x=domain=y\r\n\r\n",
             Method::Get,
         )
         .unwrap();
@@ -628,6 +668,7 @@ mod tests {
             close: false,
             keep_alive_10: false,
             date: "D",
+            client_host: Some("Site.example:8443"),
         };
         let mut out = Vec::new();
         response_head(&up, &side, &mut out);
@@ -637,6 +678,8 @@ mod tests {
             "Access-Control-Allow-Origin: https://site.example\r\n",
             "Set-Cookie: a=1; Path=/; Secure\r\n",
             "Set-Cookie: b=2; secure\r\n",
+            "Set-Cookie: c=3; Domain=Site.example; Path=/; Secure\r\n",
+            "Set-Cookie: d=x=domain=y; Secure\r\n",
             "Server: up\r\n",
             "Date: D\r\n",
             "Transfer-Encoding: chunked\r\n",

@@ -1,6 +1,7 @@
 //! TLS to upstreams: a rustls client config per set of settings. Trust is
-//! the webpki roots plus `tls_cafile` and every PEM certificate in
-//! `tls_capath`; with an insecure flag, any certificate is taken (the
+//! the webpki roots, the system's CA bundle (as RELIW trusted it:
+//! `$SSL_CERT_FILE`, else `/etc/ssl/certs/ca-certificates.crt`), plus
+//! `tls_cafile` and every PEM certificate in `tls_capath`; with an insecure flag, any certificate is taken (the
 //! handshake signatures are still checked, so the session keys are the
 //! peer's, whoever it is).
 
@@ -24,6 +25,7 @@ pub fn client_config(tls: &UpstreamTls) -> Result<Arc<ClientConfig>, String> {
     let mut config = if tls.verify {
         let mut roots = RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        roots.add_parsable_certificates(system_roots().iter().cloned());
         if let Some(file) = &tls.cafile {
             let added = add_pem_file(&mut roots, file)?;
             if added == 0 {
@@ -54,6 +56,26 @@ pub fn client_config(tls: &UpstreamTls) -> Result<Arc<ClientConfig>, String> {
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
+
+/// The system's CA bundle, read once (empty when there is none).
+fn system_roots() -> &'static [CertificateDer<'static>] {
+    static ROOTS: std::sync::OnceLock<Vec<CertificateDer<'static>>> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let path = std::env::var_os("SSL_CERT_FILE")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::PathBuf::from(SYSTEM_BUNDLE));
+        match CertificateDer::pem_file_iter(&path) {
+            Ok(certs) => certs.filter_map(Result::ok).collect(),
+            Err(e) => {
+                tracing::debug!(bundle = %path.display(), error = %e, "no system CA bundle");
+                Vec::new()
+            }
+        }
+    })
+}
+
+/// Debian's (and most distributions') bundle of trusted CAs.
+const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Adds every certificate in a PEM file; how many were added.
 fn add_pem_file(roots: &mut RootCertStore, path: &Path) -> Result<usize, String> {

@@ -229,6 +229,7 @@ pub(crate) async fn forward<T: Transport, U: Connect>(
             close,
             keep_alive_10: req.minor_version == 0 && !close,
             date,
+            client_host: req.host.as_deref(),
         };
         head::response_head(&response, &side, &mut out);
     });

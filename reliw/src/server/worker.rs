@@ -31,17 +31,19 @@ pub(crate) struct Worker {
 }
 
 /// Receives a request body in pieces: counts it, and keeps the first
-/// [`crate::auth::FORM_LIMIT`] bytes for forms (login); a longer body is
+/// `limit` bytes (`lua.max_body_size`, at least a login form's
+/// [`crate::auth::FORM_LIMIT`]) for forms and Lua pages; a longer body is
 /// marked as such, never buffered whole.
 pub(crate) struct BodySink {
     pub(crate) bytes: u64,
+    limit: usize,
     kept: crate::site::RequestBody,
 }
 
 impl BodySink {
     pub(crate) fn piece(&mut self, data: &[u8]) {
         self.bytes += data.len() as u64;
-        let room = crate::auth::FORM_LIMIT.saturating_sub(self.kept.data.len());
+        let room = self.limit.saturating_sub(self.kept.data.len());
         if data.len() > room {
             self.kept.overflow = true;
         }
@@ -119,8 +121,10 @@ impl Worker {
     }
 
     pub(crate) fn body_sink(&self, _head: &RequestHead) -> BodySink {
+        let limit = usize::try_from(self.config().lua.max_body_size).unwrap_or(usize::MAX);
         BodySink {
             bytes: 0,
+            limit: limit.max(crate::auth::FORM_LIMIT),
             kept: crate::site::RequestBody::default(),
         }
     }

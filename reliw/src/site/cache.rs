@@ -19,7 +19,7 @@ use super::content::Blob;
 use super::control::{Control, Scope};
 use super::meta::EntryMeta;
 use super::routes::Routes;
-use crate::render::Template;
+use crate::look::Look;
 use crate::waf::RuleSet;
 
 /// What a lookup found.
@@ -111,8 +111,9 @@ pub struct SiteCache {
     pub proxies: TtlMap<String, ProxyEntry>,
     /// Rule sets that apply to a host: the global one, then the host's.
     pub waf: TtlMap<String, Rc<Vec<RuleSet>>>,
-    /// `P:DATA:<host>:template` (None: the built-in one).
-    pub templates: TtlMap<String, Option<Rc<Template>>>,
+    /// The host's look: `P:DATA:<host>:template.lua` or `:template`
+    /// (None: the built-in one).
+    pub templates: TtlMap<String, Option<Rc<Look>>>,
     /// (host, request path) → the file name content resolution chose.
     pub names: TtlMap<HostKey, Option<Rc<str>>>,
     /// (host, file name) → content (the in-process copy of `FILES`).

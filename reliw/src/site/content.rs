@@ -79,32 +79,92 @@ pub fn sha256_hex(data: &[u8]) -> String {
     out
 }
 
-/// RELIW's MIME type for a file name: its own types for djot, markdown and
-/// Lua, the usual ones otherwise.
+/// RELIW's MIME table (its `std.mime`), by extension.
+const RELIW_TYPES: &[(&str, &[&str])] = &[
+    ("text/html", &["html", "htm", "shtml"]),
+    ("text/css", &["css"]),
+    (
+        "text/plain",
+        &["txt", "c", "cpp", "rs", "go", "h", "sh", "lsh"],
+    ),
+    ("text/calendar", &["ics"]),
+    ("text/xml", &["xml"]),
+    ("text/csv", &["csv"]),
+    ("text/markdown", &["md", "markdown"]),
+    ("text/djot", &["dj", "djot"]),
+    ("text/javascript", &["js"]),
+    ("font/woff", &["woff"]),
+    ("font/woff2", &["woff2"]),
+    ("font/otf", &["otf"]),
+    ("font/ttf", &["ttf"]),
+    ("image/gif", &["gif"]),
+    ("image/png", &["png"]),
+    ("image/heic", &["heic"]),
+    ("image/jpeg", &["jpg", "jpeg"]),
+    ("image/tiff", &["tif", "tiff"]),
+    ("image/x-icon", &["ico"]),
+    ("image/svg+xml", &["svg", "svgz"]),
+    ("image/webp", &["webp"]),
+    ("audio/mpeg", &["mp3"]),
+    ("audio/ogg", &["ogg"]),
+    ("audio/wav", &["wav"]),
+    ("video/x-msvideo", &["avi"]),
+    ("video/mpeg", &["mpeg"]),
+    ("video/mp4", &["mp4"]),
+    ("video/x-matroska", &["mkv"]),
+    ("video/webm", &["webm"]),
+    ("application/atom+xml", &["atom"]),
+    ("application/rss+xml", &["rss"]),
+    ("application/json", &["json"]),
+    ("application/lua", &["lua"]),
+    ("application/pdf", &["pdf"]),
+    ("application/zip", &["zip"]),
+    ("application/x-tar", &["tar"]),
+    ("application/x-bzip", &["bz"]),
+    ("application/x-bzip2", &["bz2"]),
+    ("application/gzip", &["gz", "gzip"]),
+    ("application/epub+zip", &["epub"]),
+    (
+        "application/octet-stream",
+        &["bin", "exe", "dll", "iso", "img", "dmg"],
+    ),
+];
+
+/// RELIW's MIME type for a file name (its table, extensions in any case);
+/// for an extension RELIW did not know, the usual type where there is one
+/// (RELIW said `application/octet-stream`: `.wasm`, `.mjs`, `.avif` ...).
 pub fn mime_of(name: &str) -> String {
-    let ext = name.rsplit_once('.').map_or("", |(_, e)| e);
-    match ext.to_ascii_lowercase().as_str() {
-        "dj" | "djot" => String::from("text/djot"),
-        "md" | "markdown" => String::from("text/markdown"),
-        "lua" => String::from("application/lua"),
-        _ => mime_guess::from_ext(ext)
-            .first_or_octet_stream()
-            .essence_str()
-            .to_owned(),
+    let ext = name
+        .rsplit_once('.')
+        .map_or("", |(_, e)| e)
+        .to_ascii_lowercase();
+    if let Some((mime, _)) = RELIW_TYPES
+        .iter()
+        .find(|(_, exts)| exts.contains(&ext.as_str()))
+    {
+        return (*mime).to_owned();
     }
+    mime_guess::from_ext(&ext)
+        .first_or_octet_stream()
+        .essence_str()
+        .to_owned()
 }
 
 /// The `Content-Type` for a MIME type: text gets a UTF-8 charset.
 pub fn content_type(mime: &str) -> String {
-    if mime.starts_with("text/") || mime == "application/javascript" || mime == "application/json" {
+    if mime.starts_with("text/")
+        || mime == "application/javascript"
+        || mime == "application/json"
+        || mime.ends_with("+xml")
+    {
         format!("{mime}; charset=utf-8")
     } else {
         mime.to_owned()
     }
 }
 
-/// A file name as RELIW keys it (`/dir/file.md`) and the relative path
-/// that is opened under the host root.
+/// A file name as RELIW keys it (`/dir/file.md` from a path, `file.md`
+/// from an entry's `file`) and the relative path opened under the host root.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Name {
     pub key: String,
@@ -124,7 +184,10 @@ impl Name {
         if rel.is_empty() {
             return None;
         }
-        let key = format!("/{}", String::from_utf8_lossy(&rel));
+        // RELIW keys FILES and TITLES by the name as written: with the
+        // leading `/` of a request path, without it for an entry's `file`.
+        let lead = if name.starts_with('/') { "/" } else { "" };
+        let key = format!("{lead}{}", String::from_utf8_lossy(&rel));
         Some(Self { key, rel })
     }
 
@@ -167,7 +230,8 @@ mod tests {
         let m = meta(r#"{"methods": {"GET": true}, "file": "pages/home.dj"}"#);
         assert_eq!(
             base_name(&m, "/anything").map(|n| n.key),
-            Some("/pages/home.dj".into())
+            Some("pages/home.dj".into()),
+            "no leading slash added (RELIW's FILES and TITLES names)"
         );
         let m = meta(r#"{"methods": {"GET": true}, "file": "../etc/passwd"}"#);
         assert_eq!(base_name(&m, "/"), None);
@@ -181,6 +245,11 @@ mod tests {
         assert_eq!(mime_of("/a.md"), "text/markdown");
         assert_eq!(mime_of("/a.lua"), "application/lua");
         assert_eq!(mime_of("/a.css"), "text/css");
+        assert_eq!(mime_of("/a.JS"), "text/javascript");
+        assert_eq!(mime_of("/main.rs"), "text/plain");
+        assert_eq!(mime_of("/f.ico"), "image/x-icon");
+        assert_eq!(mime_of("/x.gz"), "application/gzip");
+        assert_eq!(mime_of("/m.wasm"), "application/wasm");
         assert_eq!(mime_of("/a"), "application/octet-stream");
         assert_eq!(content_type("text/css"), "text/css; charset=utf-8");
         assert_eq!(

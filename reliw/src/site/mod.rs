@@ -41,7 +41,9 @@ use crate::files::cache::{Content, FileCache};
 use crate::files::respond::{BodyPlan, DEFAULT_CACHE_CONTROL, plan};
 use crate::files::validate::{normalise_host, relative_path};
 use crate::files::{FileError, Files};
-use crate::http::{Method, RequestHead, ResponseHead, Status};
+use crate::http::{BodyFraming, Method, RequestHead, ResponseHead, Status};
+use crate::look::Look;
+use crate::lua::{LuaError, LuaRuntime};
 use crate::metrics::NodeMetrics;
 use crate::metrics::counts::RequestCounts;
 use crate::proxy::ProxyTarget;
@@ -183,12 +185,17 @@ fn file_response(
     match cache.get(files, host, rel) {
         Ok(entry) => {
             let mut p = plan(req, &entry.meta, &entry.etag, &entry.content_type);
-            if let Some(cc) = cache_control {
-                for (name, value) in &mut p.head.headers {
-                    if *name == "Cache-Control" {
-                        *value = cc.to_owned();
+            match cache_control {
+                // RELIW's rules gave none: no Cache-Control (validators stay).
+                Some("") => p.head.headers.retain(|(name, _)| *name != "Cache-Control"),
+                Some(cc) => {
+                    for (name, value) in &mut p.head.headers {
+                        if *name == "Cache-Control" {
+                            *value = cc.to_owned();
+                        }
                     }
                 }
+                None => {}
             }
             let body = match (p.body, &entry.content) {
                 (BodyPlan::Empty, _) => Body::Empty,
@@ -263,6 +270,9 @@ pub struct Site {
     pub counts: RefCell<RequestCounts>,
     store_log: Throttle,
     fail_open_log: Throttle,
+    /// The worker's Lua VM, made on the first Lua page or template.lua.
+    lua: RefCell<Option<LuaRuntime>>,
+    lua_limits: crate::lua::Limits,
 }
 
 /// Where a request stands after routing, for metrics and error pages.
@@ -306,6 +316,11 @@ impl Site {
             bans,
             store_log: Throttle(Cell::new(None)),
             fail_open_log: Throttle(Cell::new(None)),
+            lua: RefCell::new(None),
+            lua_limits: crate::lua::Limits {
+                memory: config.lua.memory_limit,
+                time: Duration::from_millis(config.lua.time_limit_ms),
+            },
         }
     }
 
@@ -595,7 +610,7 @@ impl Site {
         }
 
         // 9. Content, 10. validators.
-        let response = self.content(store, &ctx, &entry_id, &meta).await;
+        let response = self.content(store, &ctx, &entry_id, &meta, body).await;
         self.count(&ctx, response.head.status);
         response
     }
@@ -639,16 +654,15 @@ impl Site {
     async fn login(&self, store: &Backend, ctx: &Ctx<'_>, body: &RequestBody) -> Response {
         match ctx.req.method {
             Method::Get | Method::Head => {
-                let template = self.template(store, &ctx.host).await.ok().flatten();
-                let template = template.as_deref().unwrap_or(Template::builtin());
-                let html = template.render(|name| match name {
-                    "title" => Some("Log in"),
-                    "css_file" => Some(page::DEFAULT_CSS),
-                    "favicon_file" => Some(page::DEFAULT_FAVICON),
-                    "class" => Some("login"),
-                    "content" => Some(auth::LOGIN_FORM),
-                    _ => None,
-                });
+                let look = self.template(store, &ctx.host).await.ok().flatten();
+                let look = look.as_deref().unwrap_or(Look::builtin());
+                let html = page::wrap(
+                    look,
+                    auth::LOGIN_FORM,
+                    "Log in",
+                    "login",
+                    &page::Assets::default(),
+                );
                 self.count(ctx, Status::OK);
                 let mut r =
                     Response::bytes(Status::OK, "text/html; charset=utf-8", Bytes::from(html));
@@ -658,7 +672,7 @@ impl Site {
                 r
             }
             Method::Post => {
-                let form = (!body.overflow)
+                let form = (!body.overflow && body.data.len() <= auth::FORM_LIMIT)
                     .then(|| auth::parse_form(&body.data))
                     .flatten();
                 let creds = form.as_ref().and_then(|f| {
@@ -824,8 +838,8 @@ impl Site {
         } else {
             None
         };
-        let template = template.as_deref().unwrap_or(Template::builtin());
-        let html = page::error_page(template, status, hits, image.as_deref());
+        let look = template.as_deref().unwrap_or(Look::builtin());
+        let html = page::error_page(look, status, hits, image.as_deref());
         Response::bytes(status, "text/html; charset=utf-8", Bytes::from(html))
     }
 
@@ -967,29 +981,37 @@ impl Site {
         .await
     }
 
-    async fn template(
-        &self,
-        store: &Backend,
-        host: &str,
-    ) -> Result<Option<Rc<Template>>, StoreError> {
-        let keys = [
-            self.keys.data(host, "template"),
-            self.keys.data(crate::files::FALLBACK_HOST, "template"),
-        ];
+    /// The host's look: for the host, then for `__`, RELIW's
+    /// `DATA:<h>:template.lua` (run once per cache fill), else reliw's
+    /// `DATA:<h>:template`. A broken one is logged and the built-in used.
+    async fn template(&self, store: &Backend, host: &str) -> Result<Option<Rc<Look>>, StoreError> {
+        let mut keys = Vec::with_capacity(4);
+        for h in [host, crate::files::FALLBACK_HOST] {
+            keys.push((true, self.keys.data(h, "template.lua")));
+            keys.push((false, self.keys.data(h, "template")));
+        }
         self.cached(
             |c| &mut c.templates,
             host,
             || host.to_owned(),
             || async move {
-                for key in &keys {
+                for (is_lua, key) in &keys {
                     let Some(text) = store.get(key).await? else {
                         continue;
                     };
-                    let parsed = std::str::from_utf8(&text)
-                        .map_err(|e| e.to_string())
-                        .and_then(|t| Template::parse(t).map_err(|e| e.to_string()));
+                    let parsed = if *is_lua {
+                        let hash = content::sha256_hex(&text);
+                        self.with_lua(|rt| crate::lua::template::sections(rt, key, &hash, &text))
+                            .map(Look::Sections)
+                            .map_err(|e| e.to_string())
+                    } else {
+                        std::str::from_utf8(&text)
+                            .map_err(|e| e.to_string())
+                            .and_then(|t| Template::parse(t).map_err(|e| e.to_string()))
+                            .map(Look::Text)
+                    };
                     return Ok(match parsed {
-                        Ok(t) => Some(Rc::new(t)),
+                        Ok(look) => Some(Rc::new(look)),
                         Err(e) => {
                             tracing::error!(key, "template ignored, using the built-in one: {e}");
                             None
@@ -1000,6 +1022,132 @@ impl Site {
             },
         )
         .await
+    }
+
+    /// Runs `f` on this worker's Lua VM (made on first use).
+    fn with_lua<R>(
+        &self,
+        f: impl FnOnce(&mut LuaRuntime) -> Result<R, LuaError>,
+    ) -> Result<R, LuaError> {
+        let mut slot = self.lua.borrow_mut();
+        let rt = match &mut *slot {
+            Some(rt) => rt,
+            empty => empty.insert(LuaRuntime::new(self.lua_limits)?),
+        };
+        f(rt)
+    }
+
+    /// A Lua page: RELIW's call, its answer as the response (500 and a
+    /// log line for an error, a runaway page or no status).
+    async fn lua_page(
+        &self,
+        store: &Backend,
+        ctx: &Ctx<'_>,
+        name: &Name,
+        meta: &EntryMeta,
+        blob: &Blob,
+        body: &RequestBody,
+    ) -> Response {
+        if body.overflow {
+            tracing::info!(
+                vhost = ctx.host,
+                file = name.key,
+                limit = ctx.config.lua.max_body_size,
+                "request body too large for a Lua page"
+            );
+            return self.error(ctx, Status::PAYLOAD_TOO_LARGE).await;
+        }
+        let (path, args) = ctx
+            .req
+            .target
+            .split_once('?')
+            .unwrap_or((&ctx.req.target, ""));
+        let has_body = match ctx.req.body {
+            BodyFraming::None | BodyFraming::Length(0) => false,
+            BodyFraming::Length(_) | BodyFraming::Chunked => true,
+        };
+        let request = crate::lua::page::PageRequest {
+            method: ctx.req.method.as_str(),
+            path,
+            args,
+            headers: ctx
+                .req
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_slice()))
+                .collect(),
+            client: ctx.client.to_string(),
+            body: has_body.then_some(body.data.as_slice()),
+        };
+        let chunk = format!("{}/{}", ctx.host, name.key.trim_start_matches('/'));
+        let out = match self
+            .with_lua(|rt| crate::lua::page::run(rt, &chunk, &blob.hash, &blob.content, &request))
+        {
+            Ok(out) => out,
+            Err(e) => {
+                self.node.lua_errors.inc();
+                tracing::error!(vhost = ctx.host, file = name.key, error = %e, "Lua page failed");
+                return self.error(ctx, Status::INTERNAL_SERVER_ERROR).await;
+            }
+        };
+        let Some(code) = out.status else {
+            self.node.lua_errors.inc();
+            tracing::error!(vhost = ctx.host, file = name.key, "Lua page gave no status");
+            return self.error(ctx, Status::INTERNAL_SERVER_ERROR).await;
+        };
+        let status = Status::from_code(code);
+        let mut head = ResponseHead::new(status);
+        let content = match out.headers {
+            Some(fields) => {
+                if !fields.iter().any(|(n, _)| n == "content-type") {
+                    head.headers
+                        .push(("Content-Type", String::from("text/html")));
+                }
+                head.named_headers = fields;
+                Bytes::from(out.content)
+            }
+            None => {
+                let look = match self.template(store, &ctx.host).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.store_failed("template", &e);
+                        None
+                    }
+                };
+                let html = page::wrap(
+                    look.as_deref().unwrap_or(Look::builtin()),
+                    &String::from_utf8_lossy(&out.content),
+                    &blob.title,
+                    "page",
+                    &page::Assets {
+                        css_file: meta.css_file.as_deref().unwrap_or(page::DEFAULT_CSS),
+                        favicon_file: meta
+                            .favicon_file
+                            .as_deref()
+                            .unwrap_or(page::DEFAULT_FAVICON),
+                    },
+                );
+                head.headers
+                    .push(("Content-Type", String::from("text/html; charset=utf-8")));
+                Bytes::from(html)
+            }
+        };
+        if let Some(cc) = &meta.cache_control {
+            head.headers.push(("ETag", format!("\"{}\"", blob.hash)));
+            head.headers.push(("Cache-Control", cc.clone()));
+        }
+        self.count(ctx, status);
+        if status.has_no_body() {
+            return Response {
+                head,
+                body: Body::Empty,
+            };
+        }
+        head.content_length = content.len() as u64;
+        Response {
+            head,
+            body: Body::Bytes(content),
+        }
     }
 
     /// Whether a file exists under the host root (or the fallback root).
@@ -1168,6 +1316,7 @@ impl Site {
         ctx: &Ctx<'_>,
         entry_id: &str,
         meta: &EntryMeta,
+        body: &RequestBody,
     ) -> Response {
         if let Some(token) = ctx.path.strip_prefix("/.well-known/acme-challenge/") {
             match self.acme(store, &ctx.host, token).await {
@@ -1184,10 +1333,12 @@ impl Site {
         let Some(name) = Name::parse(&name) else {
             return self.error(ctx, Status::NOT_FOUND).await;
         };
-        let cache_control = meta
-            .cache_control
-            .as_deref()
-            .unwrap_or(DEFAULT_CACHE_CONTROL);
+        // RELIW sent validators and Cache-Control only for an entry's
+        // `cache_control`, or for CSS and images (a day by default).
+        let cache_control = meta.cache_control.as_deref().or_else(|| {
+            let mime = content::mime_of(&name.key);
+            (mime.contains("css") || mime.contains("image")).then_some(DEFAULT_CACHE_CONTROL)
+        });
         let blob = match self.blob(store, ctx, &name, meta).await {
             Ok(Some(b)) => b,
             Ok(None) if content::is_processed(&name.key) => {
@@ -1214,7 +1365,7 @@ impl Site {
                         &mut cache,
                         &ctx.host,
                         &name.rel,
-                        Some(cache_control),
+                        Some(cache_control.unwrap_or("")),
                     )
                 };
                 if r.head.status == Status::NOT_FOUND {
@@ -1225,12 +1376,7 @@ impl Site {
             Err(e) => return self.unavailable(ctx, "content", &e).await,
         };
         if blob.mime == "application/lua" {
-            tracing::error!(
-                vhost = ctx.host,
-                file = name.key,
-                "dynamic Lua pages are not supported; answering 501"
-            );
-            return self.error(ctx, Status::NOT_IMPLEMENTED).await;
+            return self.lua_page(store, ctx, &name, meta, &blob, body).await;
         }
         let wants_source = ctx
             .req
@@ -1250,10 +1396,13 @@ impl Site {
                 content::content_type(&blob.mime),
             )
         };
-        let mut head = ResponseHead::new(Status::OK)
-            .header("ETag", etag.clone())
-            .header("Cache-Control", cache_control);
-        if ctx.req.method == Method::Get && if_none_match(ctx.req, &etag) {
+        let mut head = ResponseHead::new(Status::OK);
+        if let Some(cc) = cache_control {
+            head.headers.push(("ETag", etag.clone()));
+            head.headers.push(("Cache-Control", cc.to_owned()));
+        }
+        if cache_control.is_some() && ctx.req.method == Method::Get && if_none_match(ctx.req, &etag)
+        {
             head.status = Status::NOT_MODIFIED;
             return Response {
                 head,
@@ -1303,7 +1452,7 @@ impl Site {
                 .unwrap_or(page::DEFAULT_FAVICON),
         };
         let html = page::render_markup(
-            template.as_deref().unwrap_or(Template::builtin()),
+            template.as_deref().unwrap_or(Look::builtin()),
             &blob.mime,
             &blob.content,
             &blob.title,
