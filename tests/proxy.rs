@@ -93,7 +93,7 @@ fn headers_are_rewritten_both_ways_and_cookies_kept_apart() {
         server.addrs[0],
         "GET /echo?x=1 HTTP/1.1\r\nHost: site.test\r\nConnection: keep-alive, X-Secret\r\n\
          X-Secret: s\r\nKeep-Alive: 300\r\nTE: trailers\r\nProxy-Authorization: Basic eA==\r\n\
-         X-Forwarded-For: 203.0.113.9\r\nX-Real-IP: 6.6.6.6\r\nOrigin: http://site.test\r\n\
+         X-Forwarded-For: 203.0.113.9\r\nX-Real-IP: 6.6.6.6\r\nX-Client-IP: 6.6.6.6\r\nOrigin: http://site.test\r\n\
          Referer: http://site.test/from?a=b\r\nCookie: c=1\r\nUser-Agent: t\r\n\r\n",
     );
     assert_eq!(resp.status, 200, "{}", server.log());
@@ -120,6 +120,8 @@ fn headers_are_rewritten_both_ways_and_cookies_kept_apart() {
     assert_eq!(seen.header("x-forwarded-host").unwrap(), "site.test");
     assert_eq!(seen.header("x-forwarded-proto").unwrap(), "http");
     assert_eq!(seen.header("x-real-ip").unwrap(), "127.0.0.1");
+    // RELIW's X-Client-IP: ours, never the client's.
+    assert_eq!(seen.header("x-client-ip").unwrap(), "127.0.0.1");
     assert_eq!(seen.header("cookie").unwrap(), "c=1");
     for gone in [
         "x-secret",
@@ -143,7 +145,11 @@ fn headers_are_rewritten_both_ways_and_cookies_kept_apart() {
         .filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie"))
         .map(|(_, v)| v.as_str())
         .collect();
-    assert_eq!(cookies, ["a=1; Path=/", "b=2; HttpOnly"]);
+    // RELIW: a cookie's Domain= names the host the client asked for.
+    assert_eq!(
+        cookies,
+        ["a=1; Path=/", "b=2; HttpOnly", "c=3; Domain=site.test; Path=/"]
+    );
     assert_eq!(
         resp.header("access-control-allow-origin"),
         Some("http://site.test")

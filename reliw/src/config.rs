@@ -504,6 +504,16 @@ impl Config {
 
     /// Reads and validates a config file; warnings go to the log.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let (config, warnings) = Self::load_with_warnings(path)?;
+        for w in warnings {
+            tracing::warn!("config {}: {w}", path.display());
+        }
+        Ok(config)
+    }
+
+    /// Reads and validates a config file; the config and its warnings
+    /// (for a caller that sets up logging from the config first).
+    pub fn load_with_warnings(path: &Path) -> Result<(Self, Vec<String>), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
@@ -515,10 +525,7 @@ impl Config {
             },
             other => other,
         })?;
-        for w in warnings {
-            tracing::warn!("config {}: {w}", path.display());
-        }
-        Ok(config)
+        Ok((config, warnings))
     }
 
     /// Parses and validates config text; returns the config and warnings.

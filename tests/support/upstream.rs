@@ -294,7 +294,8 @@ fn serve<S: Stream>(mut s: S, connection: usize, st: &State) {
                     .map(|o| format!("Access-Control-Allow-Origin: {o}\r\n"))
                     .unwrap_or_default();
                 let extra = format!(
-                    "Set-Cookie: a=1; Path=/\r\nSet-Cookie: b=2; HttpOnly\r\n{acao}\
+                    "Set-Cookie: a=1; Path=/\r\nSet-Cookie: b=2; HttpOnly\r\n\
+                     Set-Cookie: c=3; Domain=upstream.internal; Path=/\r\n{acao}\
                      Connection: X-Up-Hop\r\nX-Up-Hop: 1\r\nKeep-Alive: timeout=5\r\nX-Up: yes\r\n"
                 );
                 reply(&mut s, head_only, "200 OK", &extra, head.as_bytes())

@@ -43,11 +43,16 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Command::Serve { config, io } => {
             let io: IoMode = io.parse()?;
             let path = Config::locate(config.as_deref());
-            let config = match &path {
-                Some(p) => Config::load(p).map_err(|e| e.to_string())?,
-                None => Config::default(),
+            let (config, warnings) = match &path {
+                Some(p) => Config::load_with_warnings(p).map_err(|e| e.to_string())?,
+                None => (Config::default(), Vec::new()),
             };
             init_logging(&config.log_level, config.log_format);
+            if let Some(p) = &path {
+                for w in warnings {
+                    tracing::warn!("config {}: {w}", p.display());
+                }
+            }
             match &path {
                 Some(p) => tracing::info!(config = %p.display(), "config loaded"),
                 None => tracing::info!("no config file; running on built-in defaults"),
