@@ -148,7 +148,11 @@ fn headers_are_rewritten_both_ways_and_cookies_kept_apart() {
     // RELIW: a cookie's Domain= names the host the client asked for.
     assert_eq!(
         cookies,
-        ["a=1; Path=/", "b=2; HttpOnly", "c=3; Domain=site.test; Path=/"]
+        [
+            "a=1; Path=/",
+            "b=2; HttpOnly",
+            "c=3; Domain=site.test; Path=/"
+        ]
     );
     assert_eq!(
         resp.header("access-control-allow-origin"),

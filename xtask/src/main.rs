@@ -219,6 +219,10 @@ fn demo_site(root: &Path) -> Result<PathBuf> {
         ("http://localhost:8080/", "a markdown page"),
         ("http://localhost:8080/docs/", "a djot page"),
         (
+            "http://localhost:8080/hello?who=you",
+            "a Lua page in template.lua",
+        ),
+        (
             "http://localhost:8080/css/default.css",
             "a static asset with an ETag",
         ),
