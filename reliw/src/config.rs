@@ -611,7 +611,7 @@ impl Config {
         };
         // Seconds, fractions allowed (RELIW's socket timeouts are doubles).
         let seconds = |key: &str, v: f64| {
-            if v.is_finite() && v >= 0.001 && v <= 86_400.0 {
+            if (0.001..=86_400.0).contains(&v) {
                 Ok(())
             } else {
                 Err(invalid(key, "must be between 0.001 and 86400 seconds"))
