@@ -83,11 +83,7 @@ fn login(server: &Server, body: &str, cookies: &str) -> Response {
 }
 
 fn set_cookies(r: &Response) -> Vec<&str> {
-    r.headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie"))
-        .map(|(_, v)| v.as_str())
-        .collect()
+    r.headers_named("set-cookie")
 }
 
 /// The session token a login response set.

@@ -215,12 +215,7 @@ fn lua_pages_and_template_lua_work_as_in_reliw() {
         json!({"method": "POST", "query": "/api", "args": "x=1&y=2",
                "client": "127.0.0.1", "body": "hello=1"})
     );
-    let cookies: Vec<&str> = api
-        .headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie"))
-        .map(|(_, v)| v.as_str())
-        .collect();
+    let cookies = api.headers_named("set-cookie");
     assert_eq!(cookies, ["a=1", "b=2"]);
     let get_api = get(&server, "/api");
     let echoed: Value = serde_json::from_slice(&get_api.body).unwrap();

@@ -224,6 +224,15 @@ impl Response {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every value of a repeated field (`Set-Cookie`), in order.
+    pub fn headers_named(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
