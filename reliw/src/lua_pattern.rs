@@ -50,6 +50,16 @@ impl LuaPattern {
         Ok(Self { regex, captures })
     }
 
+    /// The compiled regex (for the Lua sandbox's string functions).
+    pub(crate) fn regex(&self) -> &regex::bytes::Regex {
+        &self.regex
+    }
+
+    /// How many captures the pattern has.
+    pub(crate) fn capture_count(&self) -> usize {
+        self.captures
+    }
+
     /// `string.find(s, p) ~= nil`.
     pub fn is_match(&self, subject: &[u8]) -> bool {
         self.regex.is_match(subject)

@@ -23,7 +23,6 @@ const BASE: &[&str] = &[
     "rawget",
     "rawset",
     "rawlen",
-    "setmetatable",
     "getmetatable",
     "_VERSION",
 ];
@@ -33,13 +32,21 @@ const LIBRARIES: &[&str] = &["string", "table", "math", "utf8"];
 
 const GUARDED_CATCHERS: &str = r#"
 local pcall, xpcall, resume, expired = ...
+local setmetatable, rawget, type, error = setmetatable, rawget, type, error
 local function check(ok, ...)
     if not ok and expired() then error((...), 0) end
     return ok, ...
 end
 return function(...) return check(pcall(...)) end,
     function(f, handler, ...) return check(xpcall(f, handler, ...)) end,
-    function(co, ...) return check(resume(co, ...)) end
+    function(co, ...) return check(resume(co, ...)) end,
+    -- Finalizers run with hooks off, out of any budget: none allowed.
+    function(t, mt)
+        if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
+            error("__gc metamethods are not allowed in reliw's Lua", 2)
+        end
+        return setmetatable(t, mt)
+    end
 "#;
 
 /// The parts of `os` that neither touch the system nor leak it.
@@ -60,6 +67,8 @@ pub(super) fn globals(lua: &Lua, expired: Function) -> mlua::Result<Table> {
     // Bytecode out of a function is of no use to a page and the first
     // step of every bytecode exploit.
     string.set("dump", Value::Nil)?;
+    guard_long_loops(lua, &string, &g.get::<Table>("table")?)?;
+    super::patterns::install(lua, &string)?;
     let os_real: Table = g.get("os")?;
     let os = lua.create_table()?;
     for name in OS {
@@ -71,13 +80,14 @@ pub(super) fn globals(lua: &Lua, expired: Function) -> mlua::Result<Table> {
     template.set("print", print(lua)?)?;
     // pcall, xpcall and coroutine.resume catch errors, the budget's too:
     // past the deadline they pass them on, so no loop can catch its way on.
-    let (pcall, xpcall, resume): (Function, Function, Function) =
+    let (pcall, xpcall, resume, setmetatable): (Function, Function, Function, Function) =
         lua.load(GUARDED_CATCHERS).set_name("=reliw").call((
             g.get::<Function>("pcall")?,
             g.get::<Function>("xpcall")?,
             g.get::<Table>("coroutine")?.get::<Function>("resume")?,
             expired,
         ))?;
+    template.set("setmetatable", setmetatable)?;
     template.set("pcall", pcall)?;
     template.set("xpcall", xpcall)?;
     let coroutine = lua.create_table()?;
@@ -93,6 +103,42 @@ pub(super) fn globals(lua: &Lua, expired: Function) -> mlua::Result<Table> {
     meta.set("__metatable", false)?;
     Ok(template)
 }
+
+/// `string.rep` and `table.move` can loop for 2^63 steps without
+/// allocating (so neither the memory limit nor the hook stops them):
+/// sizes beyond [`MAX_REPEAT`] are refused up front.
+fn guard_long_loops(lua: &Lua, string: &Table, table: &Table) -> mlua::Result<()> {
+    let rep: Function = string.get("rep")?;
+    string.set(
+        "rep",
+        lua.create_function(
+            move |_, (s, n, sep): (mlua::LuaString, mlua::Integer, Option<mlua::LuaString>)| {
+                let piece = s.as_bytes().len() + sep.as_ref().map_or(0, |p| p.as_bytes().len());
+                let cost = (n.max(0) as u128) * (piece.max(1) as u128);
+                if cost > MAX_REPEAT {
+                    return Err(mlua::Error::runtime("string.rep: result too large"));
+                }
+                rep.call::<Value>((s, n, sep))
+            },
+        )?,
+    )?;
+    let mv: Function = table.get("move")?;
+    table.set(
+        "move",
+        lua.create_function(move |_, args: mlua::Variadic<Value>| {
+            let f = args.get(1).and_then(Value::as_integer).unwrap_or(0);
+            let e = args.get(2).and_then(Value::as_integer).unwrap_or(0);
+            if i128::from(e) - i128::from(f) > MAX_REPEAT as i128 {
+                return Err(mlua::Error::runtime("table.move: range too large"));
+            }
+            mv.call::<mlua::MultiValue>(args)
+        })?,
+    )?;
+    Ok(())
+}
+
+/// The most bytes (or elements) one `string.rep` or `table.move` may make.
+const MAX_REPEAT: u128 = 1 << 30;
 
 /// A fresh globals table for one chunk.
 pub(super) fn environment(lua: &Lua, template: &Table) -> mlua::Result<Table> {
@@ -147,21 +193,22 @@ fn print(lua: &Lua) -> mlua::Result<Function> {
 fn require(lua: &Lua) -> mlua::Result<Function> {
     let cjson = json_module(lua, false)?;
     let safe = json_module(lua, true)?;
-    lua.create_function(move |_, name: String| match name.as_str() {
-        "cjson" => Ok(cjson.clone()),
-        "cjson.safe" => Ok(safe.clone()),
+    lua.create_function(move |lua, name: String| match name.as_str() {
+        "cjson" => read_only(lua, cjson.clone()),
+        "cjson.safe" => read_only(lua, safe.clone()),
         other => Err(mlua::Error::runtime(format!(
             "module '{other}' is not available to reliw's Lua pages (only cjson and cjson.safe)"
         ))),
     })
 }
 
+/// The largest JSON text `cjson.decode` takes.
+const MAX_JSON: usize = 4 << 20;
+
 fn json_module(lua: &Lua, safe: bool) -> mlua::Result<Table> {
     let module = lua.create_table()?;
     let encode = lua.create_function(move |lua, value: Value| {
-        let result = lua
-            .from_value::<serde_json::Value>(value)
-            .and_then(|v| serde_json::to_string(&v).map_err(mlua::Error::external));
+        let result = serde_json::to_string(&value).map_err(mlua::Error::external);
         answer(
             lua,
             safe,
@@ -169,6 +216,12 @@ fn json_module(lua: &Lua, safe: bool) -> mlua::Result<Table> {
         )
     })?;
     let decode = lua.create_function(move |lua, text: mlua::LuaString| {
+        // The parsed document lives on the Rust heap, outside the VM's
+        // limit, until it is converted: its size is bounded here.
+        if text.as_bytes().len() > MAX_JSON {
+            let too_large = mlua::Error::runtime("cjson.decode: document too large");
+            return answer(lua, safe, Err(too_large));
+        }
         let result = serde_json::from_slice::<serde_json::Value>(&text.as_bytes())
             .map_err(mlua::Error::external)
             .and_then(|v| lua.to_value(&v));
