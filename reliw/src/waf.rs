@@ -6,7 +6,8 @@
 //! Order as RELIW: the global set before the host's; in each set the query
 //! rules, then the header rules. RELIW matched query rules against the
 //! path; so does reliw, against the path as sent and as decoded (what the
-//! file lookup sees), and then against the query string on its own. A
+//! file lookup sees), then against the query string on its own (as sent
+//! and form-decoded), then against the whole target. A
 //! `$`-anchored rule such as `%.php$` therefore cannot be evaded by
 //! appending `?x`, and a rule for a query parameter still catches it.
 //!
@@ -50,7 +51,7 @@ pub struct RuleSet {
 /// A rule that matched.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Hit<'a> {
-    /// `path`, `query` (the query string) or the header name.
+    /// `path`, `query` (the query string), `target` (both) or the header name.
     pub target: &'a str,
     pub rule: &'a str,
 }
@@ -102,10 +103,16 @@ impl RuleSet {
             .contains('%')
             .then(|| crate::files::validate::percent_decode(path.as_bytes()))
             .flatten();
+        let decoded_query = query
+            .filter(|q| q.contains('%') || q.contains('+'))
+            .map(|q| form_decode(q.as_bytes()));
         let targets = [
             ("path", Some(path.as_bytes())),
             ("path", decoded.as_deref()),
             ("query", query.map(str::as_bytes)),
+            ("query", decoded_query.as_deref()),
+            // Rules written across path and query (`%.php%?`).
+            ("target", query.map(|_| req.target.as_bytes())),
         ];
         for (name, value) in targets {
             let Some(value) = value else { continue };
@@ -133,6 +140,37 @@ impl RuleSet {
         }
         None
     }
+}
+
+/// A query string as a form decodes it (`+` is a space; a bad escape
+/// stays as it is, so it cannot hide anything).
+fn form_decode(raw: &[u8]) -> Vec<u8> {
+    let hex = |b: Option<&u8>| b.and_then(|b| char::from(*b).to_digit(16)).map(|d| d as u8);
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b'%' => match (hex(raw.get(i + 1)), hex(raw.get(i + 2))) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
+                }
+                _ => {
+                    out.push(b'%');
+                    i += 1;
+                }
+            },
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// The first hit across `sets`, in order.
@@ -179,6 +217,16 @@ mod tests {
             hit.map(|h| (h.target, h.rule)),
             Some(("query", "wp%-admin"))
         );
+        // Encoded in the query string, or spanning path and query.
+        let hit = set.check(&head("GET /?p=/wp%2Dadmin HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert_eq!(
+            hit.map(|h| (h.target, h.rule)),
+            Some(("query", "wp%-admin"))
+        );
+        let (cross, _) =
+            RuleSet::parse(br#"{"query": ["%.cgi%?cmd="]}"#).unwrap_or_else(|e| panic!("{e}"));
+        let hit = cross.check(&head("GET /x.cgi?cmd=id HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert_eq!(hit.map(|h| h.target), Some("target"));
         let hit = set.check(&head(
             "GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: sqlmap/1.7\r\n\r\n",
         ));

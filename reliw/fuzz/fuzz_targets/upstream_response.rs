@@ -25,6 +25,7 @@ fuzz_target!(|data: &[u8]| {
         close: pick & 8 != 0,
         keep_alive_10: false,
         date: "Thu, 01 Jan 1970 00:00:00 GMT",
+        client_host: (pick & 16 != 0).then_some("Client.example:8443"),
     };
     let mut out = Vec::new();
     response_head(&head, &side, &mut out);

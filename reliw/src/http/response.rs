@@ -131,7 +131,7 @@ impl ResponseHead {
         for (name, value) in &self.named_headers {
             let _ = write!(text, "{name}: {value}\r\n");
         }
-        if self.status.code() >= 200 && self.status != Status::NOT_MODIFIED {
+        if !self.status.has_no_body() {
             let _ = write!(text, "Content-Length: {}\r\n", self.content_length);
         }
         if self.close {

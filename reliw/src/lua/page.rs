@@ -5,7 +5,8 @@
 //! - `query`: the path as sent (not decoded); `args`: the raw query
 //!   string (`""` without one); `headers`: lower-case names, the last
 //!   value of a repeated field, with `x-client-ip` set to the client and
-//!   `x-real-ip` to it when the request had none; `body`: a string, or
+//!   `x-real-ip` too (RELIW kept a client's own `x-real-ip`; reliw's is
+//!   the address it trusts); `body`: a string, or
 //!   `nil` without a body.
 //! - `status` is required (nil: the caller answers 500). With a
 //!   `headers` table the content is sent as it is, with those fields
@@ -39,7 +40,13 @@ pub struct PageResponse {
 }
 
 /// Fields a page may not set: reliw frames the response itself.
-const FRAMING: &[&str] = &["content-length", "transfer-encoding", "connection"];
+const FRAMING: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "server",
+    "date",
+];
 
 /// Runs the page in `source` (named `name`, hashed `hash`) for `req`.
 pub fn run(
@@ -78,10 +85,10 @@ fn headers_table(lua: &Lua, req: &PageRequest<'_>) -> mlua::Result<Table> {
     for (name, value) in &req.headers {
         t.set(*name, lua.create_string(value)?)?;
     }
+    // Both name the client as reliw determined it (the peer, or what a
+    // trusted proxy said): a client cannot name itself.
     t.set("x-client-ip", req.client.as_str())?;
-    if t.get::<Value>("x-real-ip")?.is_nil() {
-        t.set("x-real-ip", req.client.as_str())?;
-    }
+    t.set("x-real-ip", req.client.as_str())?;
     Ok(t)
 }
 
@@ -107,7 +114,8 @@ fn convert(content: Value, status: Value, headers: Value) -> Result<PageResponse
     };
     let status = match status {
         None => None,
-        Some(n) if n.fract() == 0.0 && (100.0..=599.0).contains(&n) => Some(n as u16),
+        // No 1xx: an interim answer would pair with the next response.
+        Some(n) if n.fract() == 0.0 && (200.0..=599.0).contains(&n) => Some(n as u16),
         Some(n) => return Err(format!("status {n} is not an HTTP status code")),
     };
     let headers = match headers {
@@ -161,8 +169,8 @@ fn fields(t: &Table) -> Result<Vec<(String, String)>, String> {
                     ));
                 }
             };
-            if text.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-                return Err(format!("header {name}: value holds a line break"));
+            if text.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+                return Err(format!("header {name}: value holds a control byte"));
             }
             out.push((name.clone(), text));
         }
@@ -212,7 +220,7 @@ mod tests {
         let r = call(page, &req()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             String::from_utf8_lossy(&r.content),
-            "POST|/app/x%20y|a=1&b=2|curl|198.18.0.7|203.0.113.9|hello"
+            "POST|/app/x%20y|a=1&b=2|curl|198.18.0.7|198.18.0.7|hello"
         );
         assert_eq!((r.status, r.headers), (Some(200), None));
         let mut no_body = req();
@@ -250,6 +258,8 @@ mod tests {
             "return function() return 'x', 200, {['bad name'] = 'v'} end",
             "return function() return 'x', 200, {a = 'v\\r\\nInjected: 1'} end",
             "return function() return 'x', 99 end",
+            "return function() return 'x', 101 end",
+            "return function() return 'x', 200, {a = 'v\\1'} end",
             "return function() return {}, 200 end",
             "return function() error('boom') end",
             "return function( end",

@@ -28,22 +28,52 @@ pub(crate) struct Worker {
     site: Site,
     /// Open connections of this worker (for the shutdown drain).
     active: Cell<usize>,
+    /// Body bytes kept beyond FORM_LIMIT by this worker's requests.
+    body_budget: Rc<Cell<usize>>,
 }
 
 /// Receives a request body in pieces: counts it, and keeps the first
 /// `limit` bytes (`lua.max_body_size`, at least a login form's
 /// [`crate::auth::FORM_LIMIT`]) for forms and Lua pages; a longer body is
 /// marked as such, never buffered whole.
+///
+/// Beyond the first `FORM_LIMIT` bytes, what bodies keep counts against
+/// one budget per worker ([`BODY_BUDGET`]), so many large uploads at once
+/// cannot hold `max_connections` times `lua.max_body_size`: past the
+/// budget a body is marked as too long (a Lua page then answers 413).
 pub(crate) struct BodySink {
     pub(crate) bytes: u64,
     limit: usize,
     kept: crate::site::RequestBody,
+    /// Bytes beyond FORM_LIMIT all sinks of this worker keep.
+    budget: Rc<Cell<usize>>,
+    /// This sink's share of it.
+    charged: usize,
+}
+
+/// What a worker's request bodies may keep beyond their first
+/// `FORM_LIMIT` bytes, together.
+const BODY_BUDGET: usize = 64 << 20;
+
+impl Drop for BodySink {
+    fn drop(&mut self) {
+        self.budget
+            .set(self.budget.get().saturating_sub(self.charged));
+    }
 }
 
 impl BodySink {
     pub(crate) fn piece(&mut self, data: &[u8]) {
         self.bytes += data.len() as u64;
-        let room = self.limit.saturating_sub(self.kept.data.len());
+        let mut room = self.limit.saturating_sub(self.kept.data.len());
+        let free = crate::auth::FORM_LIMIT.saturating_sub(self.kept.data.len());
+        if data.len().min(room) > free {
+            let left = BODY_BUDGET.saturating_sub(self.budget.get());
+            room = room.min(free + left);
+            let charge = data.len().min(room) - free;
+            self.budget.set(self.budget.get() + charge);
+            self.charged += charge;
+        }
         if data.len() > room {
             self.kept.overflow = true;
         }
@@ -85,6 +115,7 @@ impl Worker {
         Self {
             site,
             active: Cell::new(0),
+            body_budget: Rc::new(Cell::new(0)),
             shared,
         }
     }
@@ -126,6 +157,8 @@ impl Worker {
             bytes: 0,
             limit: limit.max(crate::auth::FORM_LIMIT),
             kept: crate::site::RequestBody::default(),
+            budget: Rc::clone(&self.body_budget),
+            charged: 0,
         }
     }
 

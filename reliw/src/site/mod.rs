@@ -286,6 +286,8 @@ struct Ctx<'a> {
     /// Set once a route matched (RELIW counts route-less 404s apart).
     routed: bool,
     meta: Option<Rc<EntryMeta>>,
+    /// This request has been counted (each exit counts once).
+    counted: Cell<bool>,
 }
 
 impl Site {
@@ -418,6 +420,7 @@ impl Site {
             client: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
             routed: true,
             meta: None,
+            counted: Cell::new(false),
         };
         let r = self.error(&ctx, status).await;
         if req.method == Method::Head {
@@ -453,6 +456,7 @@ impl Site {
             client,
             routed: false,
             meta: None,
+            counted: Cell::new(false),
         };
 
         // 2. WAF. Rules that cannot be read fail open (logged): a store
@@ -465,7 +469,7 @@ impl Site {
                         vhost = ctx.host,
                         path = req.target,
                         rule = hit.rule,
-                        target = hit.target,
+                        waf_target = hit.target,
                         client = %client,
                         "blocked by WAF"
                     );
@@ -528,6 +532,7 @@ impl Site {
             client,
             routed: false,
             meta: None,
+            counted: Cell::new(false),
         };
 
         // 4. Route.
@@ -796,6 +801,9 @@ impl Site {
     }
 
     fn count(&self, ctx: &Ctx<'_>, status: Status) {
+        if ctx.counted.replace(true) {
+            return;
+        }
         let host = ctx.routed.then_some(ctx.host.as_str());
         self.counts.borrow_mut().record(
             host,
@@ -1080,8 +1088,10 @@ impl Site {
             body: has_body.then_some(body.data.as_slice()),
         };
         let chunk = format!("{}/{}", ctx.host, name.key.trim_start_matches('/'));
+        // By the content's own hash: a FILES record's `hash` may be stale.
+        let hash = content::sha256_hex(&blob.content);
         let out = match self
-            .with_lua(|rt| crate::lua::page::run(rt, &chunk, &blob.hash, &blob.content, &request))
+            .with_lua(|rt| crate::lua::page::run(rt, &chunk, &hash, &blob.content, &request))
         {
             Ok(out) => out,
             Err(e) => {
@@ -1132,9 +1142,15 @@ impl Site {
                 Bytes::from(html)
             }
         };
+        let page_set = |field: &str| head.named_headers.iter().any(|(n, _)| n == field);
+        let (set_etag, set_cc) = (page_set("etag"), page_set("cache-control"));
         if let Some(cc) = &meta.cache_control {
-            head.headers.push(("ETag", format!("\"{}\"", blob.hash)));
-            head.headers.push(("Cache-Control", cc.clone()));
+            if !set_etag {
+                head.headers.push(("ETag", format!("\"{hash}\"")));
+            }
+            if !set_cc {
+                head.headers.push(("Cache-Control", cc.clone()));
+            }
         }
         self.count(ctx, status);
         if status.has_no_body() {

@@ -106,6 +106,7 @@ const ERROR_FAVICON: &str = "/images/error/favicon.svg";
 pub fn error_page(look: &Look, status: Status, hits: Option<i64>, extra: Option<&str>) -> String {
     let code = status.code().to_string();
     let hit_count = hits.map(|h| h.to_string()).unwrap_or_default();
+    let image_url = extra.filter(|v| !v.trim_start().starts_with('<'));
     let extra = extra.map(|v| error_html(v, &code)).unwrap_or_default();
     let published = today();
     if let Look::Sections(sections) = look {
@@ -160,7 +161,10 @@ pub fn error_page(look: &Look, status: Status, hits: Option<i64>, extra: Option<
         "error_code" => Some(code.as_str()),
         "error_message" => Some(msg),
         "hit_count" => Some(hit_count.as_str()),
-        "error_image" => Some(extra.as_str()),
+        // The entry's value as a URL (templates written for image URLs),
+        // and as HTML.
+        "error_image" => image_url,
+        "error_html" => Some(extra.as_str()),
         _ => None,
     })
 }
