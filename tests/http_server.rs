@@ -583,7 +583,10 @@ fn config_errors_fail_start_up_naming_the_key() {
             r#"{"keepalive_idle_timeout": 0}"#,
             "'keepalive_idle_timeout'",
         ),
-        (r#"{"metrics": {"scan_count": 5000}}"#, "metrics.scan_count"),
+        (
+            r#"{"metrics": {"scan_count": "many"}}"#,
+            "metrics.scan_count",
+        ),
         (
             r#"{"ssl": {"default": {"cert": "/nonexistent.pem", "key": "/nonexistent.key"}}}"#,
             "ssl.default.cert",

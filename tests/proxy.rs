@@ -368,6 +368,34 @@ fn upstream_failures_become_502_and_504_and_cost_nothing() {
     );
 }
 
+/// As RELIW, the system's CA bundle is trusted for HTTPS upstreams (here
+/// `SSL_CERT_FILE` names a bundle holding the test CA), without `tls_cafile`.
+#[test]
+fn the_system_ca_bundle_is_trusted() {
+    let site = Site::new();
+    let ca = TestCa::new();
+    let leaf = ca.leaf(&site.root, "upstream", &["localhost"], false);
+    let up = Upstream::tls(leaf.server_config());
+    let bundle = site.root.join("system-bundle.pem");
+    std::fs::write(&bundle, &ca.pem).unwrap();
+    let entry = json!({"target": "localhost", "scheme": "https", "port": up.port()});
+    let file = site.root.join("site.json");
+    std::fs::write(
+        &file,
+        json!({"P:PROXY:bundle.test": entry.to_string()}).to_string(),
+    )
+    .unwrap();
+    let config = json!({
+        "store": {"backend": "memory", "site_file": file},
+        "redis": {"prefix": "P"},
+    });
+    let env = format!("SSL_CERT_FILE={}", bundle.display());
+    let server = Server::start_wrapped(&site, config, &[], &["env", &env]);
+    let resp = get(server.addr, "bundle.test", "/echo");
+    assert_eq!(resp.status, 200, "{}", server.log());
+    // Without the bundle the same upstream is refused (noca.test below).
+}
+
 #[test]
 fn tls_upstreams_are_verified_unless_told_otherwise() {
     let site = Site::new();

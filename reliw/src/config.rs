@@ -204,6 +204,8 @@ pub struct LuaSection {
     /// Wall time one page (or template.lua) call may take.
     pub time_limit_ms: u64,
     /// Largest request body a Lua page is given (a larger one: 413).
+    /// `max_body_size` still bounds every body first, so a value above it
+    /// (the default with a small `max_body_size`) means `max_body_size`.
     pub max_body_size: u64,
 }
 
@@ -630,12 +632,6 @@ impl Config {
         }
         if !(1..=60_000).contains(&l.time_limit_ms) {
             return Err(invalid("lua.time_limit_ms", "must be 1 to 60000"));
-        }
-        if l.max_body_size > self.max_body_size.max(crate::auth::FORM_LIMIT as u64) {
-            return Err(invalid(
-                "lua.max_body_size",
-                "must be at most max_body_size",
-            ));
         }
         let p = &self.proxy;
         positive("proxy.connect_timeout_ms", p.connect_timeout_ms)?;

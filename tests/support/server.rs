@@ -416,13 +416,30 @@ pub fn get(addr: SocketAddr, host: &str, path: &str) -> Response {
 pub fn serve_fails(config_text: &str, dir: &Path) -> (i32, String) {
     let path = dir.join("bad.json");
     std::fs::write(&path, config_text).unwrap();
-    let out = Command::new(reliw_bin())
+    let err_path = dir.join("bad.stderr");
+    let mut child = Command::new(reliw_bin())
         .args(["serve", "--config"])
         .arg(&path)
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
         .unwrap();
+    // A config that is accepted starts a server that never exits: bound
+    // the wait so such a test fails instead of hanging the suite.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("reliw did not refuse {config_text}: it was still running after 20 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+        status.code().unwrap_or(-1),
+        std::fs::read_to_string(&err_path).unwrap_or_default(),
     )
 }
