@@ -15,6 +15,11 @@ use serde_json::{Value, json};
 
 /// A site file whose hosts proxy to the given upstream entries.
 fn start(site: &Site, proxies: &[(&str, Value)], extra: Value, args: &[&str]) -> Server {
+    Server::start(site, proxy_config(site, proxies, extra), args)
+}
+
+/// A memory-store config whose site file holds `proxies`, with `extra` keys.
+fn proxy_config(site: &Site, proxies: &[(&str, Value)], extra: Value) -> Value {
     let mut data = serde_json::Map::new();
     for (host, entry) in proxies {
         data.insert(format!("P:PROXY:{host}"), Value::String(entry.to_string()));
@@ -30,7 +35,7 @@ fn start(site: &Site, proxies: &[(&str, Value)], extra: Value, args: &[&str]) ->
     for (k, v) in extra.as_object().unwrap() {
         config[k] = v.clone();
     }
-    Server::start(site, config, args)
+    config
 }
 
 fn plain_entry(up: &Upstream) -> Value {
@@ -379,21 +384,13 @@ fn the_system_ca_bundle_is_trusted() {
     let bundle = site.root.join("system-bundle.pem");
     std::fs::write(&bundle, &ca.pem).unwrap();
     let entry = json!({"target": "localhost", "scheme": "https", "port": up.port()});
-    let file = site.root.join("site.json");
-    std::fs::write(
-        &file,
-        json!({"P:PROXY:bundle.test": entry.to_string()}).to_string(),
-    )
-    .unwrap();
-    let config = json!({
-        "store": {"backend": "memory", "site_file": file},
-        "redis": {"prefix": "P"},
-    });
+    let config = proxy_config(&site, &[("bundle.test", entry)], json!({}));
     let env = format!("SSL_CERT_FILE={}", bundle.display());
     let server = Server::start_wrapped(&site, config, &[], &["env", &env]);
     let resp = get(server.addr, "bundle.test", "/echo");
     assert_eq!(resp.status, 200, "{}", server.log());
-    // Without the bundle the same upstream is refused (noca.test below).
+    // Without the bundle the same upstream is refused: `noca.test` in
+    // tls_upstreams_are_verified_unless_told_otherwise.
 }
 
 #[test]

@@ -420,24 +420,21 @@ pub fn serve_fails(config_text: &str, dir: &Path) -> (i32, String) {
     let mut child = Command::new(reliw_bin())
         .args(["serve", "--config"])
         .arg(&path)
-        .stdout(std::process::Stdio::null())
+        .stdout(Stdio::null())
         .stderr(std::fs::File::create(&err_path).unwrap())
         .spawn()
         .unwrap();
     // A config that is accepted starts a server that never exits: bound
     // the wait so such a test fails instead of hanging the suite.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("reliw did not refuse {config_text}: it was still running after 20 s");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let exited = crate::wait_until(Duration::from_secs(20), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("reliw did not refuse {config_text}: it was still running after 20 s");
+    }
+    let status = child.wait().unwrap();
     (
         status.code().unwrap_or(-1),
         std::fs::read_to_string(&err_path).unwrap_or_default(),
