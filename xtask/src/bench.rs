@@ -124,6 +124,14 @@ pub(crate) fn run(
     only: Option<&str>,
 ) -> Result<()> {
     let wanted = |case: &str| only.is_none_or(|o| o == case);
+    if only == Some("xdp") {
+        let (table, _) = crate::bench_xdp::run(root, rounds.max(5))?;
+        println!(
+            "\n{table}results: {}",
+            root.join("target/bench/xdp.json").display()
+        );
+        return Ok(());
+    }
     let dir = root.join("target/bench");
     let www = dir.join("www");
     std::fs::create_dir_all(www.join("__"))?;
@@ -247,6 +255,11 @@ pub(crate) fn run(
         "connections": connections,
     });
     drop(servers);
+    if !send && only.is_none() {
+        let (line, entry) = crate::bench_xdp::run(root, rounds.max(5))?;
+        table.push_str(&line);
+        results.push(entry);
+    }
     let out = dir.join(if send { "send.json" } else { "static.json" });
     std::fs::write(&out, serde_json::to_string_pretty(&json)?)?;
     println!("\n{table}results: {}", out.display());

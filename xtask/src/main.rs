@@ -12,6 +12,7 @@
 //! - `fuzz [--seconds N]`: the HTTP codec under cargo fuzz.
 
 mod bench;
+mod bench_xdp;
 mod setup;
 mod test;
 
@@ -56,7 +57,8 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Benchmark reliw against nginx on loopback: static files (plain and
-    /// through a Redis route), HTTPS, and reverse proxying.
+    /// through a Redis route), HTTPS, and reverse proxying; and the XDP
+    /// shield's cost per packet against xdp-filter.
     Bench {
         /// Seconds per wrk run.
         #[arg(long, default_value_t = 5)]
@@ -70,8 +72,8 @@ enum Cmd {
         /// Compare sending bodies from memory with sendfile (100 KiB, 8 MiB).
         #[arg(long)]
         send: bool,
-        /// Run one case only: static, tls or proxy.
-        #[arg(long, value_parser = ["static", "tls", "proxy"])]
+        /// Run one case only: static, tls, proxy or xdp.
+        #[arg(long, value_parser = ["static", "tls", "proxy", "xdp"])]
         only: Option<String>,
     },
     /// Fuzz the HTTP codec and the proxy's response parser (cargo fuzz,

@@ -9,8 +9,8 @@ use crate::run_checked;
 
 /// Debian packages: LLVM 22 for bpf-linker, redis-server for the store tests,
 /// nginx and wrk for benchmarks, iproute2 for the namespace tests, bpftool to
-/// inspect what is loaded.
-const APT_PACKAGES: [&str; 11] = [
+/// inspect what is loaded, xdp-tools for the XDP benchmark.
+const APT_PACKAGES: [&str; 12] = [
     "llvm-22-dev",
     "libpolly-22-dev",
     "libzstd-dev",
@@ -24,6 +24,8 @@ const APT_PACKAGES: [&str; 11] = [
     "util-linux",
     // Certificates for the TLS benchmark.
     "openssl",
+    // xdp-filter, the reference the XDP benchmark measures the shield against.
+    "xdp-tools",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
