@@ -84,7 +84,7 @@ mod privileged {
             "{status}"
         );
         assert_eq!(status["dry_run"], false);
-        assert_eq!(status["layout_version"], 1);
+        assert_eq!(status["layout_version"], reliw_common::LAYOUT_VERSION);
         let text = pins.shield(None, &["status"]).ok().stdout.clone();
         assert!(text.contains(&format!("persisted     {iface}")), "{text}");
 

@@ -156,7 +156,9 @@ mod privileged {
             reason::MANUAL,
         )
         .unwrap();
-        std::thread::sleep(Duration::from_millis(5));
+        // The program reads the coarse clock: a ban ends within one tick
+        // (at most 10 ms, HZ 100) of its expiry.
+        std::thread::sleep(Duration::from_millis(25));
         expect(&s, &ipv4_frame(&[], V4_SRC), XDP_PASS, stat::PASSED);
         expect(&s, &ipv6_frame(&[], V6_SRC), XDP_PASS, stat::PASSED);
         // The sweeper's work, done by hand: both are gone afterwards.

@@ -17,7 +17,7 @@
 use core::mem::size_of;
 
 /// Version of the map layout below; part of the pin directory name.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "reliw_shield";
@@ -41,8 +41,10 @@ pub const fn v4_mapped(octets: [u8; 4]) -> Addr {
 /// Expiry value of a ban that never expires.
 pub const NEVER_EXPIRES: u64 = u64::MAX;
 
-/// One exact ban. Times are `CLOCK_MONOTONIC` nanoseconds (the clock of
-/// `bpf_ktime_get_ns`); the ban drops traffic while `now < expires_ns`.
+/// One exact ban. Times are `CLOCK_MONOTONIC` nanoseconds; the ban drops
+/// traffic while `now < expires_ns`. The program reads the coarse clock
+/// (`bpf_ktime_get_coarse_ns`, the same clock one tick behind), so a ban
+/// can outlast its expiry by one tick (1-4 ms) and costs no clock read.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BanEntry {
@@ -71,7 +73,18 @@ const _: () = assert!(size_of::<CidrEntry>() == 8);
 pub struct ShieldConfig {
     /// Non-zero: count what would be dropped, but pass everything.
     pub dry_run: u32,
-    pub _reserved: u32,
+    /// [`rules`] bits: which LPM tries hold rules, so packets skip the
+    /// lookups of empty ones. User space sets them after every change to a
+    /// trie and re-checks them on every sweep.
+    pub rules: u32,
+}
+
+/// Bits of [`ShieldConfig::rules`].
+pub mod rules {
+    /// The allow trie holds at least one rule.
+    pub const ALLOW: u32 = 1;
+    /// The deny trie holds at least one rule.
+    pub const DENY: u32 = 2;
 }
 const _: () = assert!(size_of::<ShieldConfig>() == 8);
 

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use aya::Ebpf;
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, MapInfo, MapType, PerCpuArray};
-use reliw_common::{Addr, BanEntry, CidrEntry, NEVER_EXPIRES, ShieldConfig, maps as names, stat};
+use reliw_common::{
+    Addr, BanEntry, CidrEntry, NEVER_EXPIRES, ShieldConfig, maps as names, rules, stat,
+};
 use serde::Serialize;
 
 use super::ShieldError;
@@ -231,13 +233,15 @@ impl ShieldMaps {
         stats: Map,
         config: Map,
     ) -> Result<Self, ShieldError> {
-        Ok(Self {
+        let mut maps = Self {
             bans: HashMap::try_from(bans).map_err(map_err(names::BANS))?,
             allow: LpmTrie::try_from(allow).map_err(map_err(names::ALLOW))?,
             deny: LpmTrie::try_from(deny).map_err(map_err(names::DENY))?,
             stats: PerCpuArray::try_from(stats).map_err(map_err(names::STATS))?,
             config: Array::try_from(config).map_err(map_err(names::CONFIG))?,
-        })
+        };
+        maps.refresh_rules()?;
+        Ok(maps)
     }
 
     /// Bans `ip` for `duration` (`None`: until unbanned). Banning an address
@@ -282,22 +286,50 @@ impl ShieldMaps {
 
     /// Drops every source inside `cidr` (unless allowed); idempotent.
     pub fn deny(&mut self, cidr: Cidr) -> Result<(), ShieldError> {
-        insert_cidr(&mut self.deny, cidr, names::DENY)
+        insert_cidr(&mut self.deny, cidr, names::DENY)?;
+        self.refresh_rules()
     }
 
     /// Removes a deny rule; `false` if there was none.
     pub fn undeny(&mut self, cidr: Cidr) -> Result<bool, ShieldError> {
-        remove_or_absent(self.deny.remove(&cidr.lpm_key()), names::DENY)
+        let removed = remove_or_absent(self.deny.remove(&cidr.lpm_key()), names::DENY)?;
+        self.refresh_rules()?;
+        Ok(removed)
     }
 
     /// Passes every source inside `cidr`, whatever bans or deny rules say.
     pub fn allow(&mut self, cidr: Cidr) -> Result<(), ShieldError> {
-        insert_cidr(&mut self.allow, cidr, names::ALLOW)
+        insert_cidr(&mut self.allow, cidr, names::ALLOW)?;
+        self.refresh_rules()
     }
 
     /// Removes an allow rule; `false` if there was none.
     pub fn disallow(&mut self, cidr: Cidr) -> Result<bool, ShieldError> {
-        remove_or_absent(self.allow.remove(&cidr.lpm_key()), names::ALLOW)
+        let removed = remove_or_absent(self.allow.remove(&cidr.lpm_key()), names::ALLOW)?;
+        self.refresh_rules()?;
+        Ok(removed)
+    }
+
+    /// Tells the program which tries hold rules (`ShieldConfig::rules`), so
+    /// it skips lookups in empty ones. Called after every trie change and on
+    /// every sweep: two processes changing rules at the same instant could
+    /// leave a stale bit, and the next sweep (the housekeeper's) mends it.
+    pub fn refresh_rules(&mut self) -> Result<(), ShieldError> {
+        let mut want = 0;
+        if self.allow.keys().next().is_some() {
+            want |= rules::ALLOW;
+        }
+        if self.deny.keys().next().is_some() {
+            want |= rules::DENY;
+        }
+        let mut config = self.config.get(&0, 0).map_err(map_err(names::CONFIG))?;
+        if config.rules != want {
+            config.rules = want;
+            self.config
+                .set(0, config, 0)
+                .map_err(map_err(names::CONFIG))?;
+        }
+        Ok(())
     }
 
     /// Whether `ip` falls inside an allow rule.
@@ -367,6 +399,7 @@ impl ShieldMaps {
                 expired.push(addr);
             }
         }
+        self.refresh_rules()?;
         let mut removed = 0;
         for addr in expired {
             // Re-check: the address may have been banned again meanwhile.
