@@ -85,46 +85,50 @@ impl Drop for Stage {
     }
 }
 
+const DST_V4: [u8; 4] = [198, 18, 0, 1];
+const DST_V6: [u8; 16] = [0xfd, 0, 0x01, 0x98, 0, 0x18, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+
 /// A 60-byte Ethernet + IPv4 + TCP SYN frame from `src` to port 80.
 fn syn_v4(src: [u8; 4]) -> Vec<u8> {
-    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
     let mut ip = [0u8; 20];
     ip[0] = 0x45;
     ip[2..4].copy_from_slice(&40u16.to_be_bytes());
     ip[8] = 64;
     ip[9] = 6;
     ip[12..16].copy_from_slice(&src);
-    ip[16..20].copy_from_slice(&[198, 18, 0, 1]);
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&syn_tcp());
-    f.resize(60, 0);
-    f
+    ip[16..20].copy_from_slice(&DST_V4);
+    syn_frame(0x0800, &ip)
 }
 
-/// An 74-byte Ethernet + IPv6 + TCP SYN frame from `src` to port 80.
+/// A 74-byte Ethernet + IPv6 + TCP SYN frame from `src` to port 80.
 fn syn_v6(src: [u8; 16]) -> Vec<u8> {
-    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x86, 0xdd];
     let mut ip = [0u8; 40];
     ip[0] = 0x60;
     ip[4..6].copy_from_slice(&20u16.to_be_bytes());
     ip[6] = 6;
     ip[7] = 64;
     ip[8..24].copy_from_slice(&src);
-    ip[24..40].copy_from_slice(&BANNED_V6);
-    ip[39] = 1;
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&syn_tcp());
-    f
+    ip[24..40].copy_from_slice(&DST_V6);
+    syn_frame(0x86dd, &ip)
 }
 
-fn syn_tcp() -> [u8; 20] {
+/// Ethernet header, `ip`, and a TCP SYN to port 80, padded to Ethernet's
+/// 60-byte minimum.
+fn syn_frame(ethertype: u16, ip: &[u8]) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(ip);
     let mut tcp = [0u8; 20];
     tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
     tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
     tcp[12] = 0x50;
     tcp[13] = 0x02; // SYN
     tcp[14..16].copy_from_slice(&65535u16.to_be_bytes());
-    tcp
+    f.extend_from_slice(&tcp);
+    if f.len() < 60 {
+        f.resize(60, 0);
+    }
+    f
 }
 
 /// The xdp program id attached to `dev` in the stage's namespace.
