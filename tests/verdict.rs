@@ -329,6 +329,228 @@ mod privileged {
         }
     }
 
+    /// Per-source budgets (`shield.rate_limit`): GCRA in the program, on
+    /// the coarse clock. Rates are low (a few per second) so a slow test
+    /// machine cannot refill a budget between two frames by accident.
+    mod rate {
+        use reliw_common::{Budget, RateLimits};
+
+        use super::*;
+
+        const SYN: u8 = 0x02;
+        const ACK: u8 = 0x10;
+
+        /// An IPv4 TCP segment (20-byte header) with `flags`.
+        fn tcp4(src: [u8; 4], flags: u8) -> Vec<u8> {
+            let mut f = ethernet(&[], 0x0800);
+            let mut ip = [0u8; 20];
+            ip[0] = 0x45;
+            ip[3] = 40;
+            ip[8] = 64;
+            ip[9] = 6;
+            ip[12..16].copy_from_slice(&src);
+            ip[16..20].copy_from_slice(&[198, 18, 0, 1]);
+            f.extend_from_slice(&ip);
+            f.extend_from_slice(&tcp_header(flags));
+            f
+        }
+
+        /// An IPv6 TCP segment with `flags`.
+        fn tcp6(src: [u8; 16], flags: u8) -> Vec<u8> {
+            let mut f = ethernet(&[], 0x86dd);
+            let mut ip = [0u8; 40];
+            ip[0] = 0x60;
+            ip[5] = 20;
+            ip[6] = 6;
+            ip[7] = 64;
+            ip[8..24].copy_from_slice(&src);
+            ip[39] = 1;
+            f.extend_from_slice(&ip);
+            f.extend_from_slice(&tcp_header(flags));
+            f
+        }
+
+        fn tcp_header(flags: u8) -> [u8; 20] {
+            let mut tcp = [0u8; 20];
+            tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+            tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
+            tcp[12] = 5 << 4; // data offset: 5 words
+            tcp[13] = flags;
+            tcp
+        }
+
+        /// `per_second` with a burst of `burst` (tolerance `burst - 1`
+        /// intervals); the intervals here are far above any clock tick.
+        fn budget(per_second: u64, burst: u64) -> Budget {
+            let interval_ns = 1_000_000_000 / per_second;
+            Budget {
+                interval_ns,
+                tolerance_ns: (burst - 1) * interval_ns,
+            }
+        }
+
+        fn limited(limits: RateLimits) -> Shield {
+            let s = shield();
+            s.maps().unwrap().set_rate_limits(limits).unwrap();
+            s
+        }
+
+        fn limits(packet: Budget, syn: Budget) -> RateLimits {
+            RateLimits {
+                packet,
+                syn,
+                escalate_after_ns: 0,
+                v6_prefix_len: 64,
+                _pad: 0,
+            }
+        }
+
+        #[test]
+        fn syns_over_the_burst_drop_until_the_budget_refills() {
+            require_privileges();
+            // 2 SYNs a second, 2 at once.
+            let s = limited(limits(Budget::default(), budget(2, 2)));
+            let syn = tcp4(V4_SRC, SYN);
+            expect(&s, &syn, XDP_PASS, stat::PASSED);
+            expect(&s, &syn, XDP_PASS, stat::PASSED);
+            expect(&s, &syn, XDP_DROP, stat::DROPPED_RATE_SYN);
+            // The rest of the connection is not a new one: it passes.
+            expect(&s, &tcp4(V4_SRC, SYN | ACK), XDP_PASS, stat::PASSED);
+            expect(&s, &tcp4(V4_SRC, ACK), XDP_PASS, stat::PASSED);
+            expect(&s, &ipv4_frame(&[], V4_SRC), XDP_PASS, stat::PASSED);
+            // Another source has its own budget, in both families.
+            expect(&s, &tcp4([198, 18, 0, 8], SYN), XDP_PASS, stat::PASSED);
+            expect(&s, &tcp6(V6_SRC, SYN), XDP_PASS, stat::PASSED);
+            // Half a second later the budget holds one more SYN (and only
+            // one: the sleep would have to overshoot by 400 ms for two).
+            std::thread::sleep(Duration::from_millis(600));
+            expect(&s, &syn, XDP_PASS, stat::PASSED);
+            expect(&s, &syn, XDP_DROP, stat::DROPPED_RATE_SYN);
+        }
+
+        #[test]
+        fn the_packet_budget_counts_every_packet() {
+            require_privileges();
+            let s = limited(limits(budget(2, 3), Budget::default()));
+            let frames = [
+                tcp4(V4_SRC, ACK),
+                ipv4_frame(&[], V4_SRC),
+                tcp4(V4_SRC, SYN),
+            ];
+            for frame in &frames {
+                expect(&s, frame, XDP_PASS, stat::PASSED);
+            }
+            for frame in &frames {
+                expect(&s, frame, XDP_DROP, stat::DROPPED_RATE_PACKET);
+            }
+            // An unparseable frame is never charged or dropped.
+            let mut arp = ethernet(&[], 0x0806);
+            arp.extend_from_slice(&[0u8; 28]);
+            expect(&s, &arp, XDP_PASS, stat::NON_IP);
+        }
+
+        #[test]
+        fn ipv6_sources_share_a_budget_per_prefix() {
+            require_privileges();
+            let s = limited(limits(budget(1, 2), Budget::default()));
+            let mut same_64 = V6_SRC;
+            same_64[15] = 8;
+            let mut other_64 = V6_SRC;
+            other_64[7] = 1; // fd00:198:18:1::7
+            expect(&s, &ipv6_frame(&[], V6_SRC), XDP_PASS, stat::PASSED);
+            expect(&s, &ipv6_frame(&[], same_64), XDP_PASS, stat::PASSED);
+            expect(
+                &s,
+                &ipv6_frame(&[], V6_SRC),
+                XDP_DROP,
+                stat::DROPPED_RATE_PACKET,
+            );
+            expect(
+                &s,
+                &ipv6_frame(&[], same_64),
+                XDP_DROP,
+                stat::DROPPED_RATE_PACKET,
+            );
+            expect(&s, &ipv6_frame(&[], other_64), XDP_PASS, stat::PASSED);
+
+            // At /128 every address is on its own.
+            let mut per_address = limits(budget(1, 1), Budget::default());
+            per_address.v6_prefix_len = 128;
+            // A fresh shield: the states above would carry over.
+            let s = limited(per_address);
+            expect(&s, &ipv6_frame(&[], V6_SRC), XDP_PASS, stat::PASSED);
+            expect(&s, &ipv6_frame(&[], same_64), XDP_PASS, stat::PASSED);
+            expect(
+                &s,
+                &ipv6_frame(&[], V6_SRC),
+                XDP_DROP,
+                stat::DROPPED_RATE_PACKET,
+            );
+        }
+
+        #[test]
+        fn dry_run_counts_rate_drops_and_passes() {
+            require_privileges();
+            let s = limited(limits(budget(1, 1), budget(1, 1)));
+            s.maps().unwrap().set_dry_run(true).unwrap();
+            expect(&s, &tcp4(V4_SRC, SYN), XDP_PASS, stat::PASSED);
+            expect(&s, &tcp4(V4_SRC, SYN), XDP_PASS, stat::DRY_RUN_RATE_SYN);
+            expect(&s, &tcp4(V4_SRC, ACK), XDP_PASS, stat::DRY_RUN_RATE_PACKET);
+        }
+
+        #[test]
+        fn allowed_and_banned_sources_are_judged_before_budgets() {
+            require_privileges();
+            let s = limited(limits(budget(1, 1), Budget::default()));
+            s.allow(cidr("198.18.0.0/24")).unwrap();
+            for _ in 0..5 {
+                expect(&s, &ipv4_frame(&[], V4_SRC), XDP_PASS, stat::ALLOWLISTED);
+            }
+            s.ban(ip("fd00:198:18::7"), None, reason::MANUAL).unwrap();
+            for _ in 0..3 {
+                expect(&s, &ipv6_frame(&[], V6_SRC), XDP_DROP, stat::DROPPED_BAN);
+            }
+        }
+
+        #[test]
+        fn a_source_that_stays_over_budget_is_reported_once_per_stretch() {
+            require_privileges();
+            let mut escalating = limits(Budget::default(), budget(1, 1));
+            escalating.escalate_after_ns = 200_000_000;
+            let mut s = limited(escalating);
+            let mut reports = s
+                .take_escalations()
+                .expect("an active shield has a report queue");
+            assert!(s.take_escalations().is_none(), "only one taker");
+            let syn = tcp6(V6_SRC, SYN);
+            expect(&s, &syn, XDP_PASS, stat::PASSED);
+            // Over budget from here on; reported after 200 ms of it.
+            let start = std::time::Instant::now();
+            let mut report = None;
+            // The housekeeper reads the ring every 100 ms; keep flooding.
+            while start.elapsed() < Duration::from_secs(3) && report.is_none() {
+                expect(&s, &syn, XDP_DROP, stat::DROPPED_RATE_SYN);
+                std::thread::sleep(Duration::from_millis(20));
+                report = reports.try_recv().ok();
+            }
+            let report = report.expect("an escalation within 3 s");
+            assert!(
+                start.elapsed() >= Duration::from_millis(190),
+                "reported after {:?}, before the source had been over budget for 200 ms",
+                start.elapsed()
+            );
+            assert_eq!(report.ip, ip("fd00:198:18::7"));
+            assert_eq!((report.budget, report.dry_run), ("syn", false));
+            // The same stretch is not reported again.
+            for _ in 0..10 {
+                expect(&s, &syn, XDP_DROP, stat::DROPPED_RATE_SYN);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(reports.try_recv().is_err(), "one report per stretch");
+        }
+    }
+
     /// The program's aya-log diagnostics: silent by default, forwarded to the
     /// `log` crate when asked for.
     mod ebpf_log {

@@ -7,7 +7,12 @@
 //! to a new directory instead of reusing incompatible ones.
 //!
 //! - [`Addr`]: every source address as 16 bytes; IPv4 is IPv4-mapped IPv6.
-//! - [`BanEntry`]: value of the exact-ban map.
+//!   The exact-ban maps are split by family ([`maps::BANS4`] keyed by the 4
+//!   IPv4 bytes, [`maps::BANS`] by 16 IPv6 bytes): a flood takes the ban
+//!   path on every packet, and hashing 4 bytes is a quarter of the work.
+//! - [`BanEntry`]: value of the exact-ban maps.
+//! - [`RateState`], [`RateLimits`], [`Escalation`]: the per-source packet
+//!   budgets (GCRA, one theoretical arrival time per budget).
 //! - [`CidrEntry`]: value of the allow and deny LPM tries.
 //! - [`ShieldConfig`]: the single entry of the config map.
 //! - [`maps`]: map names and capacities; [`stat`]: counter indices;
@@ -17,7 +22,7 @@
 use core::mem::size_of;
 
 /// Version of the map layout below; part of the pin directory name.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "reliw_shield";
@@ -77,6 +82,101 @@ pub struct ShieldConfig {
     /// lookups of empty ones. User space sets them after every change to a
     /// trie and re-checks them on every sweep.
     pub rules: u32,
+    /// Per-source budgets; all zero: no rate limiting.
+    pub rate: RateLimits,
+}
+const _: () = assert!(size_of::<ShieldConfig>() == 56);
+
+/// The per-source packet budgets, as GCRA parameters: a packet conforms
+/// when the source's theoretical arrival time (TAT) is at most
+/// `tolerance_ns` ahead of now, and then moves the TAT on by
+/// `interval_ns` (one over the rate). A burst of `tolerance / interval + 1`
+/// packets passes at once; after that, one per interval.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Every packet from a source; 0: no packet budget.
+    pub packet: Budget,
+    /// TCP SYNs (SYN without ACK) from a source; 0: no SYN budget.
+    pub syn: Budget,
+    /// A source that stays over a budget this long is reported for a ban
+    /// on [`maps::EVENTS`]; 0: never.
+    pub escalate_after_ns: u64,
+    /// IPv6 sources share one budget per prefix of this many bits (IPv4
+    /// sources are limited per address).
+    pub v6_prefix_len: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<RateLimits>() == 48);
+
+/// One GCRA budget.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Budget {
+    /// Nanoseconds per packet (1e9 / rate); 0: this budget is off.
+    pub interval_ns: u64,
+    /// How far the TAT may run ahead of now: `(burst - 1) * interval`.
+    pub tolerance_ns: u64,
+}
+
+impl RateLimits {
+    /// Whether any budget is on.
+    #[inline(always)]
+    pub const fn enabled(&self) -> bool {
+        self.packet.interval_ns != 0 || self.syn.interval_ns != 0
+    }
+}
+
+/// Gap after which a source is no longer "staying" over budget: a source
+/// dropped again after this much quiet starts a new over-budget stretch.
+pub const OVER_BUDGET_GAP_NS: u64 = 1_000_000_000;
+
+/// Value of the rate map ([`maps::RATE`]), keyed by the source address
+/// (IPv6 masked to [`RateLimits::v6_prefix_len`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateState {
+    /// Theoretical arrival time of the next packet, packet budget.
+    pub packet_tat_ns: u64,
+    /// Theoretical arrival time of the next SYN, SYN budget.
+    pub syn_tat_ns: u64,
+    /// Start of the current over-budget stretch (0: none).
+    pub over_since_ns: u64,
+    /// Last packet dropped for being over budget.
+    pub last_over_ns: u64,
+    /// Non-zero once this stretch was reported on [`maps::EVENTS`].
+    pub escalated: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<RateState>() == 40);
+
+/// A source that stayed over a budget for `escalate_after_ns`, as the
+/// program reports it on [`maps::EVENTS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Escalation {
+    /// The address of the packet that crossed the line (not the prefix).
+    pub addr: Addr,
+    /// [`budget::PACKET`] or [`budget::SYN`].
+    pub budget: u32,
+    /// Non-zero: the program was in dry-run (nothing was dropped).
+    pub dry_run: u32,
+}
+const _: () = assert!(size_of::<Escalation>() == 24);
+
+/// Which budget an [`Escalation`] is about.
+pub mod budget {
+    pub const PACKET: u32 = 1;
+    pub const SYN: u32 = 2;
+
+    /// Its name in logs, the ban book and metrics.
+    pub fn name(code: u32) -> &'static str {
+        match code {
+            PACKET => "packet",
+            SYN => "syn",
+            _ => "unknown",
+        }
+    }
 }
 
 /// Bits of [`ShieldConfig::rules`].
@@ -86,14 +186,24 @@ pub mod rules {
     /// The deny trie holds at least one rule.
     pub const DENY: u32 = 2;
 }
-const _: () = assert!(size_of::<ShieldConfig>() == 8);
 
 /// Map names (the identifiers of the statics in `reliw-ebpf`) and capacities.
 pub mod maps {
-    /// Exact bans: LRU hash `Addr -> BanEntry`. LRU so a flood of bans can
-    /// never fail an insert; the oldest entries go first.
+    /// Exact IPv6 bans: LRU hash `Addr -> BanEntry`. LRU so a flood of
+    /// bans can never fail an insert; the oldest entries go first.
     pub const BANS: &str = "RELIW_BANS";
     pub const BANS_CAPACITY: u32 = 262_144;
+    /// Exact IPv4 bans: LRU hash `[u8; 4] -> BanEntry` (network order).
+    pub const BANS4: &str = "RELIW_BANS4";
+    pub const BANS4_CAPACITY: u32 = 262_144;
+    /// Per-source budgets: LRU hash `Addr -> RateState`. A source forgotten
+    /// by the LRU starts again with a full budget.
+    pub const RATE: &str = "RELIW_RATE";
+    pub const RATE_CAPACITY: u32 = 131_072;
+    /// Ring buffer of [`crate::Escalation`]s, read by the loading process
+    /// (not pinned: only the process that loaded the program reads it).
+    pub const EVENTS: &str = "RELIW_EVENTS";
+    pub const EVENTS_BYTES: u32 = 64 * 4096;
     /// Allow CIDRs: LPM trie `CidrKey -> CidrEntry`, checked first.
     pub const ALLOW: &str = "RELIW_ALLOW";
     pub const ALLOW_CAPACITY: u32 = 4_096;
@@ -105,8 +215,8 @@ pub mod maps {
     /// One [`crate::ShieldConfig`].
     pub const CONFIG: &str = "RELIW_CONFIG";
     pub const CONFIG_CAPACITY: u32 = 1;
-    /// Every map user space must find, in pin order.
-    pub const ALL: [&str; 5] = [BANS, ALLOW, DENY, STATS, CONFIG];
+    /// Every map user space pins and finds, in pin order.
+    pub const ALL: [&str; 7] = [BANS, BANS4, ALLOW, DENY, STATS, CONFIG, RATE];
 }
 
 /// Indices of the per-CPU counters. Every packet is counted exactly once.
@@ -127,8 +237,16 @@ pub mod stat {
     pub const DRY_RUN_BAN: u32 = 6;
     /// Passed in dry-run mode, would have been `DROPPED_CIDR`.
     pub const DRY_RUN_CIDR: u32 = 7;
+    /// Dropped: a TCP SYN over its source's SYN budget.
+    pub const DROPPED_RATE_SYN: u32 = 8;
+    /// Dropped: a packet over its source's packet budget.
+    pub const DROPPED_RATE_PACKET: u32 = 9;
+    /// Passed in dry-run mode, would have been `DROPPED_RATE_SYN`.
+    pub const DRY_RUN_RATE_SYN: u32 = 10;
+    /// Passed in dry-run mode, would have been `DROPPED_RATE_PACKET`.
+    pub const DRY_RUN_RATE_PACKET: u32 = 11;
     /// Number of counters (the capacity of the stats map).
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 12;
     /// Stable names, indexed like the counters; used in CLI output and metrics.
     pub const NAMES: [&str; COUNT as usize] = [
         "passed",
@@ -139,6 +257,10 @@ pub mod stat {
         "malformed",
         "dry_run_ban",
         "dry_run_cidr",
+        "dropped_rate_syn",
+        "dropped_rate_packet",
+        "dry_run_rate_syn",
+        "dry_run_rate_packet",
     ];
 }
 
@@ -179,6 +301,8 @@ mod pod {
     unsafe impl aya::Pod for super::BanEntry {}
     unsafe impl aya::Pod for super::CidrEntry {}
     unsafe impl aya::Pod for super::ShieldConfig {}
+    unsafe impl aya::Pod for super::RateState {}
+    unsafe impl aya::Pod for super::Escalation {}
 }
 
 #[cfg(test)]

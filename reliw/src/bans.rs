@@ -347,6 +347,46 @@ impl Bans {
             .map(drop)
     }
 
+    /// Bans the sources the XDP program reports for staying over a budget
+    /// (`shield.rate_limit`), like a WAF verdict: in this node's shield,
+    /// in the ban book, and on `P:WAFFERS` for every node. Runs on its own
+    /// thread until the shield goes away.
+    pub fn spawn_escalation_banner(
+        self: &Arc<Self>,
+        mut reports: tokio::sync::mpsc::Receiver<crate::shield::Escalated>,
+        store: crate::store::StoreSpec,
+        waffers: String,
+        seconds: u64,
+    ) -> std::io::Result<()> {
+        use crate::store::Store as _;
+        let bans = Arc::clone(self);
+        crate::background::spawn("reliw-escalations", move || async move {
+            let backend = match store.open() {
+                Ok(backend) => backend,
+                Err(e) => {
+                    tracing::error!(error = %e, "escalated bans will not reach other nodes");
+                    None
+                }
+            };
+            while let Some(report) = reports.recv().await {
+                let rule = format!("xdp {} budget", report.budget);
+                if report.dry_run {
+                    tracing::warn!(ip = %report.ip, rule, "shield dry-run: would ban a source that stays over its budget");
+                    continue;
+                }
+                let Some(notice) = bans.verdict(report.ip, "rate_limit", Some(&rule), seconds)
+                else {
+                    continue;
+                };
+                if let Some(backend) = &backend
+                    && let Err(e) = backend.publish(&waffers, notice.to_json().as_bytes()).await
+                {
+                    tracing::warn!(ip = %report.ip, error = %e, "cannot publish the ban on P:WAFFERS");
+                }
+            }
+        })
+    }
+
     fn write_book(&self) {
         let Some(path) = &self.book_path else { return };
         let text = {

@@ -403,6 +403,8 @@ pub struct ShieldSection {
     pub ban_seconds: u64,
     /// Where the shield pins its maps.
     pub pin_root: PathBuf,
+    /// Per-source packet budgets enforced in XDP (off unless a rate is set).
+    pub rate_limit: ShieldRateLimit,
 }
 
 impl Default for ShieldSection {
@@ -413,6 +415,44 @@ impl Default for ShieldSection {
             dry_run: false,
             ban_seconds: 600,
             pin_root: PathBuf::from(crate::shield::DEFAULT_PIN_ROOT),
+            rate_limit: ShieldRateLimit::default(),
+        }
+    }
+}
+
+/// `shield.rate_limit`: per-source budgets in the XDP program, one for
+/// every packet and one for TCP SYNs. A rate of 0 turns its budget off.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ShieldRateLimit {
+    /// Packets per second from one source (any protocol).
+    pub packets_per_second: u64,
+    /// Packets a source may send at once before the rate applies
+    /// (default: one second's worth).
+    pub packet_burst: Option<u64>,
+    /// New TCP connections (SYNs) per second from one source.
+    pub syns_per_second: u64,
+    /// SYNs a source may send at once (default: one second's worth).
+    pub syn_burst: Option<u64>,
+    /// IPv6 sources share one budget per prefix of this length.
+    pub ipv6_prefix: u32,
+    /// A source over a budget for this many seconds without a second's
+    /// pause is banned on every node; 0: never.
+    pub escalate_after_seconds: u64,
+    /// Length of such a ban (default `shield.ban_seconds`).
+    pub ban_seconds: Option<u64>,
+}
+
+impl Default for ShieldRateLimit {
+    fn default() -> Self {
+        Self {
+            packets_per_second: 0,
+            packet_burst: None,
+            syns_per_second: 0,
+            syn_burst: None,
+            ipv6_prefix: 64,
+            escalate_after_seconds: 10,
+            ban_seconds: None,
         }
     }
 }
@@ -475,7 +515,23 @@ const METRICS_KEYS: &[&str] = &[
 const STORE_KEYS: &[&str] = &["backend", "site_file"];
 const WAF_KEYS: &[&str] = &["block_response"];
 const RATE_LIMIT_KEYS: &[&str] = &["fail_closed", "ban"];
-const SHIELD_KEYS: &[&str] = &["interfaces", "mode", "dry_run", "ban_seconds", "pin_root"];
+const SHIELD_KEYS: &[&str] = &[
+    "interfaces",
+    "mode",
+    "dry_run",
+    "ban_seconds",
+    "pin_root",
+    "rate_limit",
+];
+const SHIELD_RATE_LIMIT_KEYS: &[&str] = &[
+    "packets_per_second",
+    "packet_burst",
+    "syns_per_second",
+    "syn_burst",
+    "ipv6_prefix",
+    "escalate_after_seconds",
+    "ban_seconds",
+];
 const PROXY_KEYS: &[&str] = &[
     "connect_timeout_ms",
     "response_timeout_ms",
@@ -560,6 +616,16 @@ impl Config {
             if let Some(Value::Object(obj)) = top.get(section) {
                 check_keys(section, obj, keys, &mut warnings)?;
             }
+        }
+        if let Some(Value::Object(shield)) = top.get("shield")
+            && let Some(Value::Object(obj)) = shield.get("rate_limit")
+        {
+            check_keys(
+                "shield.rate_limit",
+                obj,
+                SHIELD_RATE_LIMIT_KEYS,
+                &mut warnings,
+            )?;
         }
         let mut config: Config = serde_path_to_error::deserialize(&value).map_err(|e| {
             let path = e.path().to_string();
@@ -702,6 +768,43 @@ impl Config {
             return Err(invalid("shield.mode", "must be skb, drv or auto"));
         }
         positive("shield.ban_seconds", self.shield.ban_seconds)?;
+        let rate = &self.shield.rate_limit;
+        if !(1..=128).contains(&rate.ipv6_prefix) {
+            return Err(invalid(
+                "shield.rate_limit.ipv6_prefix",
+                "must be between 1 and 128",
+            ));
+        }
+        for (rate_key, burst_key, per_second, burst) in [
+            (
+                "packets_per_second",
+                "packet_burst",
+                rate.packets_per_second,
+                rate.packet_burst,
+            ),
+            (
+                "syns_per_second",
+                "syn_burst",
+                rate.syns_per_second,
+                rate.syn_burst,
+            ),
+        ] {
+            if burst == Some(0) {
+                return Err(invalid(
+                    &format!("shield.rate_limit.{burst_key}"),
+                    "must be greater than 0",
+                ));
+            }
+            if per_second > 1_000_000_000 {
+                return Err(invalid(
+                    &format!("shield.rate_limit.{rate_key}"),
+                    "must be at most 1000000000 (one per nanosecond)",
+                ));
+            }
+        }
+        if let Some(seconds) = rate.ban_seconds {
+            positive("shield.rate_limit.ban_seconds", seconds)?;
+        }
         if !(10..=3_600_000).contains(&self.metrics.flush_ms) {
             return Err(invalid(
                 "metrics.flush_ms",

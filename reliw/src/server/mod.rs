@@ -201,14 +201,30 @@ pub fn run(config: Config, config_path: Option<PathBuf>, io: IoMode) -> Result<(
         }
     }
 
-    let shield = if config.shield.interfaces.is_empty() {
+    let mut shield = if config.shield.interfaces.is_empty() {
         Shield::disabled()
     } else {
+        let plan = crate::shield::rate::plan(
+            &config.shield.rate_limit,
+            crate::shield::clock::coarse_tick(),
+        );
+        for (key, raised) in [
+            ("packet_burst", plan.raised.0),
+            ("syn_burst", plan.raised.1),
+        ] {
+            if let Some(burst) = raised {
+                tracing::warn!(
+                    "shield.rate_limit.{key} raised to {burst}: the XDP clock ticks every {:?}, and a smaller burst would cap the rate",
+                    crate::shield::clock::coarse_tick()
+                );
+            }
+        }
         Shield::start_or_disabled(&ShieldOptions {
             interfaces: config.shield.interfaces.clone(),
             mode: config.shield.mode.parse().unwrap_or_default(),
             dry_run: Some(config.shield.dry_run),
             pin_root: Some(config.shield.pin_root.clone()),
+            rate_limits: Some(plan.limits),
             ..ShieldOptions::default()
         })
     };
@@ -236,6 +252,19 @@ pub fn run(config: Config, config_path: Option<PathBuf>, io: IoMode) -> Result<(
         })?;
     if let StoreSpec::Redis(redis) = &store {
         subscribe(redis, Arc::clone(&control), Arc::clone(&bans))?;
+    }
+    if let Some(reports) = shield.take_escalations() {
+        let rate = &config.shield.rate_limit;
+        bans.spawn_escalation_banner(
+            reports,
+            store.clone(),
+            crate::store::Keys::new(&config.redis.prefix).waffers(),
+            rate.ban_seconds.unwrap_or(config.shield.ban_seconds),
+        )
+        .map_err(|source| ServerError::Setup {
+            what: "starting the escalation banner",
+            source,
+        })?;
     }
 
     let shared = Arc::new(Shared {

@@ -30,3 +30,19 @@ pub fn monotonic_to_unix_seconds(mono_ns: u64) -> u64 {
         now_unix.saturating_sub(Duration::from_nanos(now_mono - mono_ns).as_secs())
     }
 }
+
+/// The tick of `CLOCK_MONOTONIC_COARSE`, the clock the XDP program reads
+/// (`bpf_ktime_get_coarse_ns`): its time moves in steps this long.
+pub fn coarse_tick() -> Duration {
+    let ts = rustix::time::clock_getres(ClockId::MonotonicCoarse);
+    let nanos = u64::try_from(ts.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(ts.tv_nsec).unwrap_or(0));
+    // A kernel that reports nothing useful: assume HZ=100, the coarsest.
+    if nanos == 0 {
+        Duration::from_millis(10)
+    } else {
+        Duration::from_nanos(nanos)
+    }
+}

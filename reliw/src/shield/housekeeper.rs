@@ -1,5 +1,7 @@
-//! The shield's background thread: removes expired bans every `sweep_every`
-//! and, when enabled, forwards the XDP program's aya-log lines.
+//! The shield's background thread: removes expired bans every `sweep_every`,
+//! hands the program's escalation reports (sources that stayed over their
+//! budget) to whoever bans them, and, when enabled, forwards the XDP
+//! program's aya-log lines.
 //!
 //! The XDP program already ignores expired bans; sweeping frees their LRU
 //! slots and keeps `reliw shield list` short.
@@ -9,12 +11,22 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::ShieldMaps;
+use aya::maps::{MapData, RingBuf};
+use reliw_common::Escalation;
+
+use super::{Escalated, ShieldMaps, addr::from_addr};
 
 type EbpfLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
 
-/// Log forwarding latency when the eBPF log is on.
-const LOG_POLL: Duration = Duration::from_millis(200);
+/// Log forwarding latency when the eBPF log is on, and the most an
+/// escalation waits to be read.
+const POLL: Duration = Duration::from_millis(100);
+
+/// The program's escalation ring and where its reports go.
+pub(super) struct Escalations {
+    pub(super) ring: RingBuf<MapData>,
+    pub(super) to: tokio::sync::mpsc::Sender<Escalated>,
+}
 
 /// Stops and joins the thread on drop.
 pub(super) struct Housekeeper {
@@ -27,13 +39,10 @@ impl Housekeeper {
         maps: Arc<Mutex<ShieldMaps>>,
         sweep_every: Duration,
         mut logger: Option<EbpfLogger>,
+        mut escalations: Escalations,
     ) -> std::io::Result<Self> {
         let (stop, stopped) = mpsc::channel::<()>();
-        let tick = if logger.is_some() {
-            LOG_POLL.min(sweep_every)
-        } else {
-            sweep_every
-        };
+        let tick = POLL.min(sweep_every);
         let thread = std::thread::Builder::new()
             .name(String::from("reliw-shield"))
             .spawn(move || {
@@ -43,6 +52,7 @@ impl Housekeeper {
                     if let Some(logger) = logger.as_mut() {
                         logger.flush();
                     }
+                    escalations.forward();
                     if Instant::now() >= next_sweep {
                         next_sweep = Instant::now() + sweep_every;
                         sweep(&maps);
@@ -54,6 +64,41 @@ impl Housekeeper {
             thread: Some(thread),
         })
     }
+}
+
+impl Escalations {
+    /// Hands every report in the ring on. A full channel (the banning side
+    /// is behind by a thousand) drops the report: the program reports the
+    /// source again in its next over-budget stretch.
+    fn forward(&mut self) {
+        while let Some(item) = self.ring.next() {
+            let Some(report) = parse_escalation(&item) else {
+                tracing::warn!(
+                    len = item.len(),
+                    "shield: ignored a malformed escalation report"
+                );
+                continue;
+            };
+            if self.to.try_send(report).is_err() {
+                tracing::warn!(ip = %report.ip, "shield: escalation queue full; report dropped");
+            }
+        }
+    }
+}
+
+fn parse_escalation(bytes: &[u8]) -> Option<Escalated> {
+    if bytes.len() < size_of::<Escalation>() {
+        return None;
+    }
+    // SAFETY: the length is checked above; Escalation is plain data
+    // (`aya::Pod`) and the ring gives no alignment, hence read_unaligned.
+    #[allow(unsafe_code)]
+    let raw: Escalation = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    Some(Escalated {
+        ip: from_addr(&raw.addr),
+        budget: reliw_common::budget::name(raw.budget),
+        dry_run: raw.dry_run != 0,
+    })
 }
 
 fn sweep(maps: &Mutex<ShieldMaps>) {

@@ -4,7 +4,8 @@
 //! Pin layout under the pin root (default `/sys/fs/bpf/reliw`):
 //!
 //! ```text
-//! v<LAYOUT_VERSION>/RELIW_BANS, RELIW_ALLOW, RELIW_DENY, RELIW_STATS, RELIW_CONFIG
+//! v<LAYOUT_VERSION>/RELIW_BANS, RELIW_BANS4, RELIW_ALLOW, RELIW_DENY,
+//!                   RELIW_STATS, RELIW_CONFIG, RELIW_RATE
 //! v<LAYOUT_VERSION>/links/<interface>      (only for persisted attachments)
 //! ```
 //!
@@ -119,6 +120,8 @@ impl fmt::Display for AttachMode {
 pub(crate) struct Loaded {
     pub(crate) ebpf: Ebpf,
     pub(crate) maps: ShieldMaps,
+    /// The program's escalation reports (not pinned: this process reads them).
+    pub(crate) events: aya::maps::RingBuf<aya::maps::MapData>,
     pub(crate) logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
@@ -154,7 +157,19 @@ pub(crate) fn load(pin_dir: Option<&Path>, ebpf_log: bool) -> Result<Loaded, Shi
         None
     };
     let maps = ShieldMaps::take_from(&mut ebpf)?;
-    Ok(Loaded { ebpf, maps, logger })
+    let events = ebpf
+        .take_map(names::EVENTS)
+        .ok_or_else(|| ShieldError::MissingMap(names::EVENTS.to_owned()))?;
+    let events = aya::maps::RingBuf::try_from(events).map_err(|source| ShieldError::Map {
+        name: names::EVENTS.to_owned(),
+        source,
+    })?;
+    Ok(Loaded {
+        ebpf,
+        maps,
+        events,
+        logger,
+    })
 }
 
 pub(crate) fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, ShieldError> {

@@ -1,4 +1,4 @@
-//! Typed handles on the shield's five maps and the domain operations on them.
+//! Typed handles on the shield's pinned maps and the domain operations on them.
 //!
 //! The same [`ShieldMaps`] serves the process that loaded the program (maps
 //! taken from its `Ebpf`) and the CLI in another shell (maps opened from their
@@ -13,7 +13,8 @@ use std::time::Duration;
 use aya::Ebpf;
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, MapInfo, MapType, PerCpuArray};
 use reliw_common::{
-    Addr, BanEntry, CidrEntry, NEVER_EXPIRES, ShieldConfig, maps as names, rules, stat,
+    Addr, BanEntry, CidrEntry, NEVER_EXPIRES, RateLimits, RateState, ShieldConfig, maps as names,
+    rules, stat,
 };
 use serde::Serialize;
 
@@ -30,13 +31,27 @@ struct Layout {
     max_entries: u32,
 }
 
-const LAYOUTS: [Layout; 5] = [
+const LAYOUTS: [Layout; 7] = [
     Layout {
         name: names::BANS,
         map_type: MapType::LruHash,
         key_size: size_of::<Addr>() as u32,
         value_size: size_of::<BanEntry>() as u32,
         max_entries: names::BANS_CAPACITY,
+    },
+    Layout {
+        name: names::BANS4,
+        map_type: MapType::LruHash,
+        key_size: 4,
+        value_size: size_of::<BanEntry>() as u32,
+        max_entries: names::BANS4_CAPACITY,
+    },
+    Layout {
+        name: names::RATE,
+        map_type: MapType::LruHash,
+        key_size: size_of::<Addr>() as u32,
+        value_size: size_of::<RateState>() as u32,
+        max_entries: names::RATE_CAPACITY,
     },
     Layout {
         name: names::ALLOW,
@@ -174,9 +189,12 @@ impl Serialize for Stats {
     }
 }
 
-/// The five maps, typed.
+/// The pinned maps, typed.
 pub struct ShieldMaps {
     bans: HashMap<MapData, Addr, BanEntry>,
+    bans4: HashMap<MapData, [u8; 4], BanEntry>,
+    /// Held so the layout is checked and the pin kept; the program owns it.
+    _rate: HashMap<MapData, Addr, RateState>,
     allow: LpmTrie<MapData, Addr, CidrEntry>,
     deny: LpmTrie<MapData, Addr, CidrEntry>,
     stats: PerCpuArray<MapData, u64>,
@@ -197,13 +215,15 @@ impl ShieldMaps {
             ebpf.take_map(name)
                 .ok_or_else(|| ShieldError::MissingMap(name.to_owned()))
         };
-        Self::from_maps(
-            take(names::BANS)?,
-            take(names::ALLOW)?,
-            take(names::DENY)?,
-            take(names::STATS)?,
-            take(names::CONFIG)?,
-        )
+        Self::from_maps(Opened {
+            bans: take(names::BANS)?,
+            bans4: take(names::BANS4)?,
+            rate: take(names::RATE)?,
+            allow: take(names::ALLOW)?,
+            deny: take(names::DENY)?,
+            stats: take(names::STATS)?,
+            config: take(names::CONFIG)?,
+        })
     }
 
     /// Opens the maps pinned in `dir`, e.g. from the CLI while a server runs.
@@ -217,24 +237,31 @@ impl ShieldMaps {
             let data = MapData::from_pin(&path).map_err(map_err(name))?;
             Map::from_map_data(data).map_err(map_err(name))
         };
-        Self::from_maps(
-            open(names::BANS)?,
-            open(names::ALLOW)?,
-            open(names::DENY)?,
-            open(names::STATS)?,
-            open(names::CONFIG)?,
-        )
+        Self::from_maps(Opened {
+            bans: open(names::BANS)?,
+            bans4: open(names::BANS4)?,
+            rate: open(names::RATE)?,
+            allow: open(names::ALLOW)?,
+            deny: open(names::DENY)?,
+            stats: open(names::STATS)?,
+            config: open(names::CONFIG)?,
+        })
     }
 
-    fn from_maps(
-        bans: Map,
-        allow: Map,
-        deny: Map,
-        stats: Map,
-        config: Map,
-    ) -> Result<Self, ShieldError> {
+    fn from_maps(maps: Opened) -> Result<Self, ShieldError> {
+        let Opened {
+            bans,
+            bans4,
+            rate,
+            allow,
+            deny,
+            stats,
+            config,
+        } = maps;
         let mut maps = Self {
             bans: HashMap::try_from(bans).map_err(map_err(names::BANS))?,
+            bans4: HashMap::try_from(bans4).map_err(map_err(names::BANS4))?,
+            _rate: HashMap::try_from(rate).map_err(map_err(names::RATE))?,
             allow: LpmTrie::try_from(allow).map_err(map_err(names::ALLOW))?,
             deny: LpmTrie::try_from(deny).map_err(map_err(names::DENY))?,
             stats: PerCpuArray::try_from(stats).map_err(map_err(names::STATS))?,
@@ -263,25 +290,39 @@ impl ShieldMaps {
             reason,
             _pad: 0,
         };
-        self.bans
-            .insert(to_addr(ip), entry, 0)
-            .map_err(map_err(names::BANS))?;
-        Ok(ban_record(&to_addr(ip), &entry, now))
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => self
+                .bans4
+                .insert(v4.octets(), entry, 0)
+                .map_err(map_err(names::BANS4))?,
+            IpAddr::V6(v6) => self
+                .bans
+                .insert(v6.octets(), entry, 0)
+                .map_err(map_err(names::BANS))?,
+        }
+        Ok(ban_record(ip.to_canonical(), &entry, now))
     }
 
     /// The ban on `ip`, if the map holds one (expired or not).
     pub fn ban_of(&self, ip: IpAddr) -> Result<Option<BanRecord>, ShieldError> {
-        let addr = to_addr(ip);
-        match self.bans.get(&addr, 0) {
-            Ok(entry) => Ok(Some(ban_record(&addr, &entry, clock::monotonic_ns()))),
+        let ip = ip.to_canonical();
+        let (found, name) = match ip {
+            IpAddr::V4(v4) => (self.bans4.get(&v4.octets(), 0), names::BANS4),
+            IpAddr::V6(v6) => (self.bans.get(&v6.octets(), 0), names::BANS),
+        };
+        match found {
+            Ok(entry) => Ok(Some(ban_record(ip, &entry, clock::monotonic_ns()))),
             Err(MapError::KeyNotFound) => Ok(None),
-            Err(source) => Err(map_err(names::BANS)(source)),
+            Err(source) => Err(map_err(name)(source)),
         }
     }
 
     /// Lifts the ban on `ip`; `false` if there was none.
     pub fn unban(&mut self, ip: IpAddr) -> Result<bool, ShieldError> {
-        remove_or_absent(self.bans.remove(&to_addr(ip)), names::BANS)
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => remove_or_absent(self.bans4.remove(&v4.octets()), names::BANS4),
+            IpAddr::V6(v6) => remove_or_absent(self.bans.remove(&v6.octets()), names::BANS),
+        }
     }
 
     /// Drops every source inside `cidr` (unless allowed); idempotent.
@@ -346,9 +387,13 @@ impl ShieldMaps {
     pub fn list(&self) -> Result<Listing, ShieldError> {
         let now = clock::monotonic_ns();
         let mut bans = Vec::new();
+        for item in self.bans4.iter() {
+            let (octets, entry) = item.map_err(map_err(names::BANS4))?;
+            bans.push(ban_record(IpAddr::from(octets), &entry, now));
+        }
         for item in self.bans.iter() {
             let (addr, entry) = item.map_err(map_err(names::BANS))?;
-            bans.push(ban_record(&addr, &entry, now));
+            bans.push(ban_record(from_addr(&addr), &entry, now));
         }
         bans.sort_by_key(|b| b.ip);
         Ok(Listing {
@@ -386,38 +431,80 @@ impl ShieldMaps {
             .map_err(map_err(names::CONFIG))
     }
 
-    /// Removes bans whose expiry has passed; returns how many.
+    /// The per-source budgets the program applies.
+    pub fn rate_limits(&self) -> Result<RateLimits, ShieldError> {
+        let config = self.config.get(&0, 0).map_err(map_err(names::CONFIG))?;
+        Ok(config.rate)
+    }
+
+    /// Sets the per-source budgets (all zero: off); takes effect on the
+    /// next packet. Sources keep their state, so changing a rate does not
+    /// hand every source a fresh burst.
+    pub fn set_rate_limits(&mut self, limits: RateLimits) -> Result<(), ShieldError> {
+        let mut config = self.config.get(&0, 0).map_err(map_err(names::CONFIG))?;
+        config.rate = limits;
+        self.config
+            .set(0, config, 0)
+            .map_err(map_err(names::CONFIG))
+    }
+
+    /// Removes bans whose expiry has passed; returns how many. Budget
+    /// states are left to the LRU: sweeping them would cost a few syscalls
+    /// per source, and a full map under a spoofed flood holds 131k.
     pub fn sweep_expired(&mut self) -> Result<usize, ShieldError> {
         let now = clock::monotonic_ns();
-        let mut expired = Vec::new();
-        for item in self.bans.iter() {
-            // An entry can vanish mid-iteration (LRU eviction, another
-            // sweeper); skip what cannot be read rather than abort the sweep.
-            if let Ok((addr, entry)) = item
-                && entry.expires_ns <= now
-            {
-                expired.push(addr);
-            }
-        }
         self.refresh_rules()?;
-        let mut removed = 0;
-        for addr in expired {
-            // Re-check: the address may have been banned again meanwhile.
-            if let Ok(entry) = self.bans.get(&addr, 0)
-                && entry.expires_ns <= now
-                && remove_or_absent(self.bans.remove(&addr), names::BANS)?
-            {
-                removed += 1;
-            }
-        }
-        Ok(removed)
+        Ok(
+            sweep_map(&mut self.bans4, names::BANS4, |e| e.expires_ns <= now)?
+                + sweep_map(&mut self.bans, names::BANS, |e| e.expires_ns <= now)?,
+        )
     }
 }
 
-fn ban_record(addr: &Addr, entry: &BanEntry, now: u64) -> BanRecord {
+/// The maps as the kernel hands them over, before typing.
+struct Opened {
+    bans: Map,
+    bans4: Map,
+    rate: Map,
+    allow: Map,
+    deny: Map,
+    stats: Map,
+    config: Map,
+}
+
+/// Removes the entries of `map` for which `stale` holds; returns how many.
+fn sweep_map<K: aya::Pod + Eq, V: aya::Pod>(
+    map: &mut HashMap<MapData, K, V>,
+    name: &str,
+    stale: impl Fn(&V) -> bool,
+) -> Result<usize, ShieldError> {
+    let mut found = Vec::new();
+    for item in map.iter() {
+        // An entry can vanish mid-iteration (LRU eviction, another
+        // sweeper); skip what cannot be read rather than abort the sweep.
+        if let Ok((key, value)) = item
+            && stale(&value)
+        {
+            found.push(key);
+        }
+    }
+    let mut removed = 0;
+    for key in found {
+        // Re-check: the entry may have been renewed meanwhile.
+        if let Ok(value) = map.get(&key, 0)
+            && stale(&value)
+            && remove_or_absent(map.remove(&key), name)?
+        {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+fn ban_record(ip: IpAddr, entry: &BanEntry, now: u64) -> BanRecord {
     let permanent = entry.expires_ns == NEVER_EXPIRES;
     BanRecord {
-        ip: from_addr(addr),
+        ip,
         reason: reliw_common::reason::name(entry.reason),
         expires_in_s: (!permanent)
             .then(|| Duration::from_nanos(entry.expires_ns.saturating_sub(now)).as_secs()),

@@ -8,14 +8,16 @@
 //!   on pinned maps while a server runs.
 //! - [`loader`]: embedded object, pins, attach modes, persisted links.
 //! - [`addr`]: address, CIDR and duration parsing; [`clock`]: the clocks.
-//! - `housekeeper`: the background thread that sweeps expired bans and
-//!   forwards the program's log lines.
+//! - [`rate`]: `shield.rate_limit` as the program's budget parameters.
+//! - `housekeeper`: the background thread that sweeps expired bans,
+//!   forwards escalation reports and the program's log lines.
 
 pub mod addr;
 pub mod clock;
 mod housekeeper;
 pub mod loader;
 pub mod maps;
+pub mod rate;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -145,7 +147,22 @@ pub struct ShieldOptions {
     pub ebpf_log: bool,
     /// How often expired bans are removed.
     pub sweep_every: Duration,
+    /// Per-source budgets to set at start (`None`: keep the pinned ones).
+    pub rate_limits: Option<reliw_common::RateLimits>,
 }
+
+/// A source the program reported for staying over a budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Escalated {
+    pub ip: IpAddr,
+    /// `packet` or `syn`.
+    pub budget: &'static str,
+    /// Reported in dry-run: nothing was dropped, and nothing should be banned.
+    pub dry_run: bool,
+}
+
+/// Reports that wait for the banning side before new ones are dropped.
+const ESCALATION_QUEUE: usize = 1024;
 
 impl Default for ShieldOptions {
     fn default() -> Self {
@@ -156,6 +173,7 @@ impl Default for ShieldOptions {
             pin_root: Some(PathBuf::from(DEFAULT_PIN_ROOT)),
             ebpf_log: false,
             sweep_every: Duration::from_secs(5),
+            rate_limits: None,
         }
     }
 }
@@ -163,6 +181,7 @@ impl Default for ShieldOptions {
 struct Active {
     // Field order is drop order: stop the housekeeper, then detach.
     _housekeeper: housekeeper::Housekeeper,
+    escalations: Option<tokio::sync::mpsc::Receiver<Escalated>>,
     maps: Arc<Mutex<ShieldMaps>>,
     attachments: Vec<Attachment>,
     pin_dir: Option<PathBuf>,
@@ -182,10 +201,14 @@ impl Shield {
         let loader::Loaded {
             mut ebpf,
             mut maps,
+            events,
             logger,
         } = loader::load(pin_dir.as_deref(), options.ebpf_log)?;
         if let Some(on) = options.dry_run {
             maps.set_dry_run(on)?;
+        }
+        if let Some(limits) = options.rate_limits {
+            maps.set_rate_limits(limits)?;
         }
         let mut attachments = Vec::new();
         for iface in &options.interfaces {
@@ -194,16 +217,22 @@ impl Shield {
             attachments.push(attachment);
         }
         let maps = Arc::new(Mutex::new(maps));
-        let housekeeper =
-            housekeeper::Housekeeper::spawn(Arc::clone(&maps), options.sweep_every, logger)
-                .map_err(|source| ShieldError::Io {
-                    what: "spawning the shield housekeeper for",
-                    path: pin_dir.clone().unwrap_or_default(),
-                    source,
-                })?;
+        let (to, escalations) = tokio::sync::mpsc::channel(ESCALATION_QUEUE);
+        let housekeeper = housekeeper::Housekeeper::spawn(
+            Arc::clone(&maps),
+            options.sweep_every,
+            logger,
+            housekeeper::Escalations { ring: events, to },
+        )
+        .map_err(|source| ShieldError::Io {
+            what: "spawning the shield housekeeper for",
+            path: pin_dir.clone().unwrap_or_default(),
+            source,
+        })?;
         Ok(Self {
             active: Some(Active {
                 _housekeeper: housekeeper,
+                escalations: Some(escalations),
                 maps,
                 attachments,
                 pin_dir,
@@ -327,6 +356,12 @@ impl Shield {
             })
             .map_err(loader::program_error)?;
         Ok(Some((result.return_value, result.duration)))
+    }
+
+    /// The sources the program reports for staying over a budget, for the
+    /// one caller that bans them (`None` when disabled or already taken).
+    pub fn take_escalations(&mut self) -> Option<tokio::sync::mpsc::Receiver<Escalated>> {
+        self.active.as_mut()?.escalations.take()
     }
 
     /// Where the maps are pinned (`None` when disabled or unpinned).
