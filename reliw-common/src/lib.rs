@@ -46,10 +46,12 @@ pub const fn v4_mapped(octets: [u8; 4]) -> Addr {
 /// Expiry value of a ban that never expires.
 pub const NEVER_EXPIRES: u64 = u64::MAX;
 
-/// One exact ban. Times are `CLOCK_MONOTONIC` nanoseconds; the ban drops
-/// traffic while `now < expires_ns`. The program reads the coarse clock
-/// (`bpf_ktime_get_coarse_ns`, the same clock one tick behind), so a ban
-/// can outlast its expiry by one tick (1-4 ms) and costs no clock read.
+/// One exact ban. Times are `CLOCK_MONOTONIC` nanoseconds, for people and
+/// the sweeper; the program compares `expires_jiffies` with the kernel's
+/// tick counter (`bpf_jiffies64`, which the verifier inlines as one load),
+/// because reading a clock costs more than the rest of the drop path. User
+/// space converts the expiry to jiffies, rounding up, so a ban can outlast
+/// `expires_ns` by about one tick (1-10 ms) and never ends early.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BanEntry {
@@ -57,11 +59,13 @@ pub struct BanEntry {
     pub expires_ns: u64,
     /// When the ban was (last) set.
     pub banned_ns: u64,
+    /// `expires_ns` on the jiffies clock, or [`NEVER_EXPIRES`].
+    pub expires_jiffies: u64,
     /// One of the [`reason`] codes.
     pub reason: u32,
     pub _pad: u32,
 }
-const _: () = assert!(size_of::<BanEntry>() == 24);
+const _: () = assert!(size_of::<BanEntry>() == 32);
 
 /// Value of an allow or deny CIDR; the key carries the prefix.
 #[repr(C)]
@@ -82,10 +86,18 @@ pub struct ShieldConfig {
     /// lookups of empty ones. User space sets them after every change to a
     /// trie and re-checks them on every sweep.
     pub rules: u32,
+    /// Length of one jiffy in nanoseconds (the kernel's tick, 1e9 / HZ):
+    /// budgets run on `bpf_jiffies64() * jiffy_ns`. Set by every loader;
+    /// 0 (never set) is read as [`DEFAULT_JIFFY_NS`].
+    pub jiffy_ns: u64,
     /// Per-source budgets; all zero: no rate limiting.
     pub rate: RateLimits,
 }
-const _: () = assert!(size_of::<ShieldConfig>() == 56);
+const _: () = assert!(size_of::<ShieldConfig>() == 64);
+
+/// The tick assumed while no loader has told the program the real one
+/// (HZ 250, the common distribution setting).
+pub const DEFAULT_JIFFY_NS: u64 = 4_000_000;
 
 /// The per-source packet budgets, as GCRA parameters: a packet conforms
 /// when the source's theoretical arrival time (TAT) is at most

@@ -16,6 +16,9 @@
 //! a 4-byte key (IPv4) or a 16-byte one (IPv6). Steps 4 and 5 run only
 //! when a budget is configured.
 //!
+//! No clock is read: ban expiry and budgets use the tick counter (jiffies),
+//! which costs one load where a clock read costs a helper call.
+//!
 //! Budgets are GCRA (see `reliw_common::RateLimits`), one state per source
 //! address (IPv6: per prefix) in an LRU hash shared by all CPUs. Two CPUs
 //! updating one source at the same instant may both pass a packet the
@@ -35,14 +38,14 @@
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::bpf_ktime_get_coarse_ns,
+    helpers::bpf_jiffies64,
     macros::{map, xdp},
     maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
 use reliw_common::{
-    Addr, BanEntry, Budget, CidrEntry, Escalation, NEVER_EXPIRES, OVER_BUDGET_GAP_NS, RateState,
+    Addr, BanEntry, Budget, CidrEntry, DEFAULT_JIFFY_NS, Escalation, OVER_BUDGET_GAP_NS, RateState,
     ShieldConfig, budget,
     maps::{
         ALLOW_CAPACITY, BANS_CAPACITY, BANS4_CAPACITY, CONFIG_CAPACITY, DENY_CAPACITY,
@@ -215,9 +218,9 @@ fn verdict(config: &ShieldConfig, packet: &Packet) -> (u32, u32) {
     if let Some(ban) = ban {
         // SAFETY: a non-null pointer from a map lookup points at a value of
         // the map's value type; reading it by value copies it out.
-        let expires_ns = unsafe { (*ban).expires_ns };
-        // A permanent ban needs no clock.
-        if expires_ns == NEVER_EXPIRES || coarse_now() < expires_ns {
+        let expires = unsafe { (*ban).expires_jiffies };
+        // NEVER_EXPIRES is u64::MAX, above any jiffies value.
+        if jiffies() < expires {
             return drop_or_count(config, stat::DROPPED_BAN, stat::DRY_RUN_BAN);
         }
     }
@@ -248,7 +251,12 @@ fn verdict(config: &ShieldConfig, packet: &Packet) -> (u32, u32) {
 fn over_budget(config: &ShieldConfig, packet: &Packet) -> u32 {
     let limits = &config.rate;
     let key = rate_key(&packet.source, limits.v6_prefix_len);
-    let now = coarse_now();
+    let jiffy_ns = if config.jiffy_ns == 0 {
+        DEFAULT_JIFFY_NS
+    } else {
+        config.jiffy_ns
+    };
+    let now = jiffies().wrapping_mul(jiffy_ns);
     let existing = RELIW_RATE.get_ptr_mut(&key);
     let mut state = match existing {
         // SAFETY: a non-null pointer from a map lookup points at a value
@@ -348,12 +356,14 @@ fn prefix_mask(bits: u32) -> u64 {
     }
 }
 
-/// CLOCK_MONOTONIC one tick behind: no clock read, and ban expiry or a
-/// budget can be off by one tick (documented in the operator guide).
+/// The kernel's tick counter: the verifier turns this helper into one
+/// load, where a clock read is a call costing more than a hash lookup.
+/// Ban expiry and budgets are therefore one tick coarse (documented in
+/// the operator guide).
 #[inline(always)]
-fn coarse_now() -> u64 {
-    // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
-    unsafe { bpf_ktime_get_coarse_ns() }
+fn jiffies() -> u64 {
+    // SAFETY: bpf_jiffies64 has no preconditions.
+    unsafe { bpf_jiffies64() }
 }
 
 /// The drop verdict, or in dry-run its counter and a pass.

@@ -18,6 +18,7 @@ const REPEAT: u32 = 1_000_000;
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const BANNED_V4: [u8; 4] = [198, 18, 0, 7];
+const FOREVER_V4: [u8; 4] = [198, 18, 0, 8];
 const OTHER_V4: [u8; 4] = [198, 18, 0, 9];
 const BANNED_V6: [u8; 16] = [0xfd, 0, 0x01, 0x98, 0, 0x18, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
 const OTHER_V6: [u8; 16] = [0xfd, 0, 0x01, 0x98, 0, 0x18, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9];
@@ -216,8 +217,10 @@ pub(crate) fn run(root: &Path, rounds: usize) -> Result<(String, serde_json::Val
     ip(&["link", "set", "bxb", "up"])?;
 
     stage.reliw_shield(&["attach", "--iface", "bxa", "--mode", "skb", "--persist"])?;
-    stage.reliw_shield(&["ban", "198.18.0.7", "--for", "forever"])?;
-    stage.reliw_shield(&["ban", "fd00:198:18::7", "--for", "forever"])?;
+    // A timed ban (what the WAF sets) reads the clock; a permanent one not.
+    stage.reliw_shield(&["ban", "198.18.0.7", "--for", "1h"])?;
+    stage.reliw_shield(&["ban", "198.18.0.8", "--for", "forever"])?;
+    stage.reliw_shield(&["ban", "fd00:198:18::7", "--for", "1h"])?;
     let reliw_id = attached_id(&stage, "bxa")?;
 
     stage.in_netns(
@@ -225,13 +228,15 @@ pub(crate) fn run(root: &Path, rounds: usize) -> Result<(String, serde_json::Val
         &["load", "bxb", "-m", "skb", "-f", "ipv4,ipv6", "-p", "allow"],
     )?;
     stage.in_netns("xdp-filter", &["ip", "198.18.0.7", "-m", "src"])?;
+    stage.in_netns("xdp-filter", &["ip", "198.18.0.8", "-m", "src"])?;
     stage.in_netns("xdp-filter", &["ip", "fd00:198:18::7", "-m", "src"])?;
     let filter_id = newest_program("xdpfilt_alw_ip")?;
 
     let frames = dir.join("xdp-frames");
     std::fs::create_dir_all(&frames)?;
-    let cases: [(&str, Vec<u8>, u32); 4] = [
+    let cases: [(&str, Vec<u8>, u32); 5] = [
         ("drop ipv4 (ban)", syn_v4(BANNED_V4), XDP_DROP),
+        ("drop ipv4 (forever)", syn_v4(FOREVER_V4), XDP_DROP),
         ("pass ipv4", syn_v4(OTHER_V4), XDP_PASS),
         ("drop ipv6 (ban)", syn_v6(BANNED_V6), XDP_DROP),
         ("pass ipv6", syn_v6(OTHER_V6), XDP_PASS),
@@ -242,33 +247,46 @@ pub(crate) fn run(root: &Path, rounds: usize) -> Result<(String, serde_json::Val
     );
     let mut table = String::new();
     let mut results = Vec::new();
-    for (i, (what, frame, want)) in cases.iter().enumerate() {
+    let mut measure = |i: usize, what: &str, frame: &[u8], want: u32| -> Result<()> {
         let path = frames.join(format!("case{i}.bin"));
         std::fs::write(&path, frame)?;
         let (mut r, mut f) = (Vec::new(), Vec::new());
         for round in 0..rounds {
             // Who goes first alternates, so drift hits both alike.
             if round % 2 == 0 {
-                r.push(cost(reliw_id, &path, *want)?);
-                f.push(cost(filter_id, &path, *want)?);
+                r.push(cost(reliw_id, &path, want)?);
+                f.push(cost(filter_id, &path, want)?);
             } else {
-                f.push(cost(filter_id, &path, *want)?);
-                r.push(cost(reliw_id, &path, *want)?);
+                f.push(cost(filter_id, &path, want)?);
+                r.push(cost(reliw_id, &path, want)?);
             }
             println!(
-                "  {what:<16} round {round}: reliw {:>4} ns, xdp-filter {:>4} ns",
+                "  {what:<24} round {round}: reliw {:>4} ns, xdp-filter {:>4} ns",
                 r[round], f[round]
             );
         }
         let (rm, fm) = (median(&mut r), median(&mut f));
         let ratio = rm / fm;
         table.push_str(&format!(
-            "xdp {what:<16} reliw {rm:>4} ns/packet  xdp-filter {fm:>4} ns/packet  ratio {ratio:.2}\n"
+            "xdp {what:<24} reliw {rm:>4} ns/packet  xdp-filter {fm:>4} ns/packet  ratio {ratio:.2}\n"
         ));
         results.push(serde_json::json!({
             "case": what, "reliw_ns": rm, "xdp_filter_ns": fm, "ratio": ratio,
         }));
+        Ok(())
+    };
+    for (i, (what, frame, want)) in cases.iter().enumerate() {
+        measure(i, what, frame, *want)?;
     }
+    // What per-source budgets add to a packet that passes: both budgets on
+    // (a SYN is charged to each), at rates no run here can exceed.
+    stage.reliw_shield(&["rate", "--packets", "1000000000", "--syns", "1000000000"])?;
+    measure(
+        cases.len(),
+        "pass ipv4 (budgets on)",
+        &syn_v4(OTHER_V4),
+        XDP_PASS,
+    )?;
     let json = serde_json::json!({"repeat": REPEAT, "rounds": rounds, "results": results});
     std::fs::write(dir.join("xdp.json"), serde_json::to_string_pretty(&json)?)?;
     Ok((table, json))

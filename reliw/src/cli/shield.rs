@@ -64,6 +64,28 @@ enum ShieldCommand {
     DryRun { state: OnOff },
     /// Remove expired bans now.
     Sweep,
+    /// Show the per-source budgets; with options, replace them until the
+    /// next server start (which sets `shield.rate_limit` from its config).
+    Rate {
+        /// Packets per second per source (0: no packet budget).
+        #[arg(long)]
+        packets: Option<u64>,
+        /// Packets a source may send at once (default: one second's worth).
+        #[arg(long)]
+        packet_burst: Option<u64>,
+        /// SYNs per second per source (0: no SYN budget).
+        #[arg(long)]
+        syns: Option<u64>,
+        /// SYNs a source may send at once (default: one second's worth).
+        #[arg(long)]
+        syn_burst: Option<u64>,
+        /// IPv6 sources share a budget per prefix of this length.
+        #[arg(long, default_value_t = 64)]
+        ipv6_prefix: u32,
+        /// Seconds over budget before a source is banned (0: never).
+        #[arg(long, default_value_t = 10)]
+        escalate_after: u64,
+    },
     /// Load the shield and attach it to interfaces. In the foreground it
     /// prints counters until interrupted, then detaches; with --persist it
     /// pins the links and exits, leaving the program attached.
@@ -202,6 +224,38 @@ pub(super) fn run(args: ShieldArgs) -> Result<(), String> {
             });
             Ok(())
         }
+        ShieldCommand::Rate {
+            packets,
+            packet_burst,
+            syns,
+            syn_burst,
+            ipv6_prefix,
+            escalate_after,
+        } => {
+            let mut maps = open(&dir)?;
+            if packets.is_some() || syns.is_some() {
+                if !(1..=128).contains(&ipv6_prefix) {
+                    return Err(String::from("--ipv6-prefix must be between 1 and 128"));
+                }
+                if packet_burst == Some(0) || syn_burst == Some(0) {
+                    return Err(String::from("a burst must be greater than 0"));
+                }
+                let config = crate::config::ShieldRateLimit {
+                    packets_per_second: packets.unwrap_or(0),
+                    packet_burst,
+                    syns_per_second: syns.unwrap_or(0),
+                    syn_burst,
+                    ipv6_prefix,
+                    escalate_after_seconds: escalate_after,
+                    ban_seconds: None,
+                };
+                let plan = crate::shield::rate::plan(&config, crate::shield::clock::tick());
+                maps.set_rate_limits(plan.limits).map_err(err)?;
+            }
+            let view = crate::shield::rate::view(&maps.rate_limits().map_err(err)?);
+            out.print(&view, || format_rate(&view));
+            Ok(())
+        }
         ShieldCommand::Sweep => {
             let n = open(&dir)?.sweep_expired().map_err(err)?;
             out.print(&json!({"removed": n}), || {
@@ -319,10 +373,41 @@ fn human_duration(seconds: u64) -> String {
     }
 }
 
+fn format_rate(view: &crate::shield::rate::View) -> String {
+    if !view.enabled {
+        return String::from("rate limits off");
+    }
+    let budget = |rate: u64, burst: u64| {
+        if rate == 0 {
+            String::from("off")
+        } else {
+            format!("{rate}/s, burst {burst}")
+        }
+    };
+    let escalate = if view.escalate_after_seconds == 0 {
+        String::from("never")
+    } else {
+        format!("after {}", human_duration(view.escalate_after_seconds))
+    };
+    [
+        format!(
+            "packets       {}",
+            budget(view.packets_per_second, view.packet_burst)
+        ),
+        format!(
+            "syns          {}",
+            budget(view.syns_per_second, view.syn_burst)
+        ),
+        format!("ipv6 prefix   /{}", view.ipv6_prefix),
+        format!("ban           {escalate} over budget"),
+    ]
+    .join("\n")
+}
+
 fn format_stats(stats: &Stats) -> String {
     stats
         .named()
-        .map(|(name, value)| format!("{name:<14}{value}"))
+        .map(|(name, value)| format!("{name:<21}{value}"))
         .collect::<Vec<_>>()
         .join("\n")
 }

@@ -204,10 +204,8 @@ pub fn run(config: Config, config_path: Option<PathBuf>, io: IoMode) -> Result<(
     let mut shield = if config.shield.interfaces.is_empty() {
         Shield::disabled()
     } else {
-        let plan = crate::shield::rate::plan(
-            &config.shield.rate_limit,
-            crate::shield::clock::coarse_tick(),
-        );
+        let plan =
+            crate::shield::rate::plan(&config.shield.rate_limit, crate::shield::clock::tick());
         for (key, raised) in [
             ("packet_burst", plan.raised.0),
             ("syn_burst", plan.raised.1),
@@ -215,7 +213,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, io: IoMode) -> Result<(
             if let Some(burst) = raised {
                 tracing::warn!(
                     "shield.rate_limit.{key} raised to {burst}: the XDP clock ticks every {:?}, and a smaller burst would cap the rate",
-                    crate::shield::clock::coarse_tick()
+                    crate::shield::clock::tick()
                 );
             }
         }

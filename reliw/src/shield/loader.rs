@@ -156,7 +156,8 @@ pub(crate) fn load(pin_dir: Option<&Path>, ebpf_log: bool) -> Result<Loaded, Shi
     } else {
         None
     };
-    let maps = ShieldMaps::take_from(&mut ebpf)?;
+    let mut maps = ShieldMaps::take_from(&mut ebpf)?;
+    maps.set_jiffy_ns(u64::try_from(super::clock::tick().as_nanos()).unwrap_or(0))?;
     let events = ebpf
         .take_map(names::EVENTS)
         .ok_or_else(|| ShieldError::MissingMap(names::EVENTS.to_owned()))?;

@@ -284,9 +284,15 @@ impl ShieldMaps {
             None => NEVER_EXPIRES,
             Some(d) => now.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
         };
+        let expires_jiffies = if expires_ns == NEVER_EXPIRES {
+            NEVER_EXPIRES
+        } else {
+            clock::jiffies_at(expires_ns)
+        };
         let entry = BanEntry {
             expires_ns,
             banned_ns: now,
+            expires_jiffies,
             reason,
             _pad: 0,
         };
@@ -414,6 +420,18 @@ impl ShieldMaps {
             *slot = per_cpu.iter().copied().fold(0u64, u64::wrapping_add);
         }
         Ok(stats)
+    }
+
+    /// Tells the program the length of a jiffy (its budgets' clock).
+    pub fn set_jiffy_ns(&mut self, jiffy_ns: u64) -> Result<(), ShieldError> {
+        let mut config = self.config.get(&0, 0).map_err(map_err(names::CONFIG))?;
+        if config.jiffy_ns != jiffy_ns {
+            config.jiffy_ns = jiffy_ns;
+            self.config
+                .set(0, config, 0)
+                .map_err(map_err(names::CONFIG))?;
+        }
+        Ok(())
     }
 
     /// Whether the program only counts what it would drop.

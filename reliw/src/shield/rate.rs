@@ -1,8 +1,8 @@
 //! Per-source budgets: `shield.rate_limit` turned into the GCRA parameters
 //! the XDP program applies (`reliw_common::RateLimits`).
 //!
-//! The program reads the coarse clock, whose time moves in ticks (1-10 ms
-//! by the kernel's HZ). Every packet within one tick sees the same "now",
+//! The program's clock is the kernel's tick counter (jiffies), whose time
+//! moves in ticks (1-10 ms by the kernel's HZ). Every packet within one tick sees the same "now",
 //! so a budget whose tolerance is shorter than a tick would pass one burst
 //! per tick, far below its rate. The tolerance is therefore never less
 //! than one tick: the smallest effective burst is one tick's worth of the
@@ -22,7 +22,7 @@ pub struct Plan {
     pub raised: (Option<u64>, Option<u64>),
 }
 
-/// The program's parameters for `config`, with the coarse clock's `tick`.
+/// The program's parameters for `config`, with the kernel's `tick`.
 pub fn plan(config: &ShieldRateLimit, tick: Duration) -> Plan {
     let tick_ns = u64::try_from(tick.as_nanos()).unwrap_or(u64::MAX);
     let (packet, packet_raised) = budget(config.packets_per_second, config.packet_burst, tick_ns);
@@ -72,6 +72,40 @@ fn budget(per_second: u64, burst: Option<u64>, tick_ns: u64) -> (Budget, Option<
     )
 }
 
+/// The budgets as a person or tool reads them: the inverse of [`plan`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct View {
+    pub enabled: bool,
+    pub packets_per_second: u64,
+    pub packet_burst: u64,
+    pub syns_per_second: u64,
+    pub syn_burst: u64,
+    pub ipv6_prefix: u32,
+    pub escalate_after_seconds: u64,
+}
+
+/// What `limits` allow, in the config's units.
+pub fn view(limits: &RateLimits) -> View {
+    let per_second = |b: &Budget| match (
+        1_000_000_000u64.checked_div(b.interval_ns),
+        b.tolerance_ns.checked_div(b.interval_ns),
+    ) {
+        (Some(rate), Some(extra)) => (rate, extra + 1),
+        _ => (0, 0),
+    };
+    let (packets_per_second, packet_burst) = per_second(&limits.packet);
+    let (syns_per_second, syn_burst) = per_second(&limits.syn);
+    View {
+        enabled: limits.enabled(),
+        packets_per_second,
+        packet_burst,
+        syns_per_second,
+        syn_burst,
+        ipv6_prefix: limits.v6_prefix_len,
+        escalate_after_seconds: limits.escalate_after_ns / 1_000_000_000,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +137,27 @@ mod tests {
         assert_eq!(plan.limits.v6_prefix_len, 64);
         assert_eq!(plan.limits.escalate_after_ns, 10_000_000_000);
         assert_eq!(plan.raised, (None, None));
+    }
+
+    #[test]
+    fn the_view_reads_back_what_the_config_said() {
+        let mut c = config(1000, 50);
+        c.packet_burst = Some(200);
+        c.escalate_after_seconds = 30;
+        let v = view(&plan(&c, TICK).limits);
+        assert_eq!(
+            (
+                v.packets_per_second,
+                v.packet_burst,
+                v.syns_per_second,
+                v.syn_burst
+            ),
+            (1000, 200, 50, 50)
+        );
+        assert_eq!(
+            (v.ipv6_prefix, v.escalate_after_seconds, v.enabled),
+            (64, 30, true)
+        );
     }
 
     #[test]
