@@ -16,20 +16,20 @@ use anyhow::{Context, Result, bail};
 
 /// One wrk measurement.
 #[derive(Clone, Copy, Debug)]
-struct Sample {
-    rps: f64,
-    p50_us: f64,
-    p99_us: f64,
+pub(crate) struct Sample {
+    pub(crate) rps: f64,
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
     /// Requests wrk completed.
-    requests: u64,
+    pub(crate) requests: u64,
     /// CPU time the server (all its threads and worker processes) spent
     /// per request: less noisy on a shared VM than req/s.
-    cpu_us: f64,
+    pub(crate) cpu_us: f64,
 }
 
-struct Running {
-    child: Child,
-    name: &'static str,
+pub(crate) struct Running {
+    pub(crate) child: Child,
+    pub(crate) name: &'static str,
 }
 
 impl Drop for Running {
@@ -124,6 +124,14 @@ pub(crate) fn run(
     only: Option<&str>,
 ) -> Result<()> {
     let wanted = |case: &str| only.is_none_or(|o| o == case);
+    if only == Some("flood") {
+        let (table, _) = crate::bench_flood::run(root, duration)?;
+        println!(
+            "\n{table}results: {}",
+            root.join("target/bench/flood.json").display()
+        );
+        return Ok(());
+    }
     if only == Some("xdp") {
         let (table, _) = crate::bench_xdp::run(root, rounds.max(5))?;
         println!(
@@ -568,6 +576,18 @@ fn wrk(url: &str, duration: u64, connections: u32) -> Result<Sample> {
     if !out.status.success() {
         bail!("wrk failed on {url}");
     }
+    let (sample, errors) = parse_wrk(&out.stdout)?;
+    if !errors.is_empty() {
+        bail!("wrk reported errors on {url}: {errors}");
+    }
+    if sample.rps == 0.0 {
+        bail!("wrk printed no Requests/sec for {url}");
+    }
+    Ok(sample)
+}
+
+/// wrk's report: the sample, and its error lines (non-2xx, socket errors).
+pub(crate) fn parse_wrk(stdout: &[u8]) -> Result<(Sample, String)> {
     let mut sample = Sample {
         rps: 0.0,
         p50_us: 0.0,
@@ -576,7 +596,7 @@ fn wrk(url: &str, duration: u64, connections: u32) -> Result<Sample> {
         cpu_us: 0.0,
     };
     let mut errors = String::new();
-    for line in BufReader::new(out.stdout.as_slice()).lines() {
+    for line in BufReader::new(stdout).lines() {
         let line = line?;
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
@@ -584,17 +604,14 @@ fn wrk(url: &str, duration: u64, connections: u32) -> Result<Sample> {
             [n, "requests", "in", ..] => sample.requests = n.parse()?,
             ["50%", v] => sample.p50_us = micros(v)?,
             ["99%", v] => sample.p99_us = micros(v)?,
-            ["Non-2xx", ..] | ["Socket", "errors:", ..] => errors.push_str(&line),
+            ["Non-2xx", ..] | ["Socket", "errors:", ..] => {
+                errors.push_str(line.trim());
+                errors.push(' ');
+            }
             _ => {}
         }
     }
-    if !errors.is_empty() {
-        bail!("wrk reported errors on {url}: {errors}");
-    }
-    if sample.rps == 0.0 {
-        bail!("wrk printed no Requests/sec for {url}");
-    }
-    Ok(sample)
+    Ok((sample, errors.trim_end().to_owned()))
 }
 
 /// wrk against `server`, with the CPU time it used per request.

@@ -12,6 +12,7 @@
 //! - `fuzz [--seconds N]`: the HTTP codec under cargo fuzz.
 
 mod bench;
+mod bench_flood;
 mod bench_xdp;
 mod setup;
 mod test;
@@ -72,8 +73,8 @@ enum Cmd {
         /// Compare sending bodies from memory with sendfile (100 KiB, 8 MiB).
         #[arg(long)]
         send: bool,
-        /// Run one case only: static, tls, proxy or xdp.
-        #[arg(long, value_parser = ["static", "tls", "proxy", "xdp"])]
+        /// Run one case only: static, tls, proxy, xdp or flood.
+        #[arg(long, value_parser = ["static", "tls", "proxy", "xdp", "flood"])]
         only: Option<String>,
     },
     /// Fuzz the HTTP codec and the proxy's response parser (cargo fuzz,
