@@ -551,6 +551,226 @@ mod privileged {
         }
     }
 
+    /// SYN cookies answered in XDP: the SYN comes back as a SYN-ACK with
+    /// the kernel's cookie (`XDP_TX`). That the kernel then accepts the ACK
+    /// is shown end to end in `tests/syn_cookies.rs`.
+    mod cookies {
+        use reliw_common::{SynCookies, cookie_mode};
+
+        use super::*;
+
+        const XDP_TX: u32 = 3;
+        const PORT: u16 = 8080;
+
+        /// An untagged SYN from `src` to `dst:PORT`, with an MSS option
+        /// (1460) when `mss`.
+        fn syn(v6: bool, mss: bool) -> Vec<u8> {
+            let tcp_len = if mss { 24 } else { 20 };
+            let mut tcp = vec![0u8; tcp_len];
+            tcp[0..2].copy_from_slice(&40001u16.to_be_bytes());
+            tcp[2..4].copy_from_slice(&PORT.to_be_bytes());
+            tcp[4..8].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+            tcp[12] = ((tcp_len / 4) as u8) << 4;
+            tcp[13] = 0x02;
+            tcp[14..16].copy_from_slice(&64240u16.to_be_bytes());
+            if mss {
+                tcp[20..24].copy_from_slice(&[2, 4, 0x05, 0xb4]);
+            }
+            let mut f = ethernet(&[], if v6 { 0x86dd } else { 0x0800 });
+            if v6 {
+                let mut header = [0u8; 40];
+                header[0] = 0x60;
+                header[4..6].copy_from_slice(&(tcp_len as u16).to_be_bytes());
+                header[6] = 6;
+                header[7] = 64;
+                header[8..24].copy_from_slice(&V6_SRC);
+                header[24..40].copy_from_slice(&V6_DST);
+                f.extend_from_slice(&header);
+            } else {
+                let mut header = [0u8; 20];
+                header[0] = 0x45;
+                header[2..4].copy_from_slice(&((20 + tcp_len) as u16).to_be_bytes());
+                header[8] = 64;
+                header[9] = 6;
+                header[12..16].copy_from_slice(&V4_SRC);
+                header[16..20].copy_from_slice(&[198, 18, 0, 1]);
+                f.extend_from_slice(&header);
+            }
+            f.extend_from_slice(&tcp);
+            f
+        }
+
+        const V6_DST: [u8; 16] = [0xfd, 0, 0x01, 0x98, 0, 0x18, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+
+        fn cookies(mode: u32) -> Shield {
+            let s = shield();
+            let mut ports = [0u16; 8];
+            ports[0] = PORT;
+            s.maps()
+                .unwrap()
+                .set_syn_cookies(SynCookies {
+                    mode,
+                    above_per_cpu: 3,
+                    ports,
+                })
+                .unwrap();
+            s
+        }
+
+        /// Sums 16-bit words; a valid checksummed range sums to 0xffff.
+        fn ones_sum(bytes: &[u8], mut acc: u32) -> u16 {
+            for pair in bytes.chunks(2) {
+                acc += u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
+            }
+            while acc >> 16 != 0 {
+                acc = (acc & 0xffff) + (acc >> 16);
+            }
+            acc as u16
+        }
+
+        /// Runs `frame` until a CPU has had its one SYN a second for the
+        /// kernel (runs may land on any CPU); returns the SYN-ACK.
+        fn answered(s: &Shield, frame: &[u8]) -> Vec<u8> {
+            for _ in 0..64 {
+                let (action, out) = s.test_run_frame(frame).unwrap().unwrap();
+                if action == XDP_TX {
+                    return out;
+                }
+                assert_eq!(action, XDP_PASS, "a SYN is answered or left to the kernel");
+            }
+            panic!("no SYN-ACK in 64 runs");
+        }
+
+        #[track_caller]
+        fn assert_syn_ack(syn: &[u8], out: &[u8], v6: bool) {
+            assert_eq!(&out[0..6], &syn[6..12], "back to the sender's MAC");
+            assert_eq!(&out[6..12], &syn[0..6]);
+            let (ip_len, tcp) = if v6 { (40, 54) } else { (20, 34) };
+            assert_eq!(out.len(), tcp + 24, "IP, TCP and one MSS option");
+            let (src, dst, pseudo_len) = if v6 {
+                (&out[22..38], &out[38..54], 24u32)
+            } else {
+                (&out[26..30], &out[30..34], 24u32)
+            };
+            let (syn_src, syn_dst) = if v6 {
+                (&syn[22..38], &syn[38..54])
+            } else {
+                (&syn[26..30], &syn[30..34])
+            };
+            assert_eq!((src, dst), (syn_dst, syn_src), "addresses swapped");
+            if !v6 {
+                assert_eq!(ones_sum(&out[14..34], 0), 0xffff, "IPv4 header checksum");
+                assert_eq!(
+                    u16::from_be_bytes([out[16], out[17]]),
+                    44,
+                    "IPv4 total length"
+                );
+            } else {
+                assert_eq!(
+                    u16::from_be_bytes([out[18], out[19]]),
+                    24,
+                    "IPv6 payload length"
+                );
+            }
+            let _ = ip_len;
+            let t = &out[tcp..];
+            assert_eq!(&t[0..2], &syn[tcp + 2..tcp + 4], "ports swapped");
+            assert_eq!(&t[2..4], &syn[tcp..tcp + 2]);
+            let client_seq = u32::from_be_bytes(syn[tcp + 4..tcp + 8].try_into().unwrap());
+            let ack = u32::from_be_bytes(t[8..12].try_into().unwrap());
+            assert_eq!(ack, client_seq.wrapping_add(1), "acknowledges the SYN");
+            assert_eq!(t[13], 0x12, "SYN and ACK");
+            assert_eq!(t[12] >> 4, 6, "a 24-byte TCP header");
+            assert_eq!(&t[20..22], &[2, 4], "an MSS option");
+            let mss = u16::from_be_bytes([t[22], t[23]]);
+            assert!(
+                (536..=1460).contains(&mss),
+                "MSS {mss} from the cookie table"
+            );
+            let mut pseudo = 6 + pseudo_len;
+            for pair in src.chunks(2).chain(dst.chunks(2)) {
+                pseudo += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
+            }
+            assert_eq!(ones_sum(t, pseudo), 0xffff, "TCP checksum");
+        }
+
+        #[test]
+        fn syns_for_the_port_are_answered_with_a_cookie_in_both_families() {
+            require_privileges();
+            let s = cookies(cookie_mode::ON);
+            for v6 in [false, true] {
+                for mss in [true, false] {
+                    let frame = syn(v6, mss);
+                    let before = s.stats().unwrap().get(stat::SYN_COOKIE);
+                    let out = answered(&s, &frame);
+                    assert_syn_ack(&frame, &out, v6);
+                    assert_eq!(s.stats().unwrap().get(stat::SYN_COOKIE), before + 1);
+                }
+            }
+            // Two SYNs of the same flow get the same cookie (it is a
+            // function of the flow and the time, not a counter).
+            let frame = syn(false, true);
+            let a = answered(&s, &frame);
+            let b = answered(&s, &frame);
+            assert_eq!(&a[38..42], &b[38..42], "same flow, same cookie");
+        }
+
+        #[test]
+        fn other_ports_acks_and_the_off_mode_pass() {
+            require_privileges();
+            let s = cookies(cookie_mode::ON);
+            let mut other_port = syn(false, true);
+            other_port[36..38].copy_from_slice(&9999u16.to_be_bytes());
+            expect(&s, &other_port, XDP_PASS, stat::PASSED);
+            let mut ack = syn(false, true);
+            ack[47] = 0x10;
+            expect(&s, &ack, XDP_PASS, stat::PASSED);
+            let mut tagged = syn(false, true);
+            tagged.splice(12..12, [0x81, 0x00, 0x00, 0x64]);
+            expect(&s, &tagged, XDP_PASS, stat::PASSED);
+            let off = cookies(cookie_mode::OFF);
+            for _ in 0..5 {
+                expect(&off, &syn(false, true), XDP_PASS, stat::PASSED);
+            }
+        }
+
+        #[test]
+        fn dry_run_counts_the_cookie_it_would_send() {
+            require_privileges();
+            let s = cookies(cookie_mode::ON);
+            s.maps().unwrap().set_dry_run(true).unwrap();
+            let frame = syn(false, true);
+            let mut dry = 0;
+            for _ in 0..64 {
+                let (action, delta) = run(&s, &frame);
+                assert_eq!(action, XDP_PASS);
+                dry += delta.get(stat::DRY_RUN_SYN_COOKIE);
+            }
+            assert!(dry > 0, "dry-run counted the cookies it would send");
+            assert_eq!(s.stats().unwrap().get(stat::SYN_COOKIE), 0);
+        }
+
+        #[test]
+        fn auto_answers_only_above_the_threshold() {
+            require_privileges();
+            // 3 SYNs a second per CPU: the fourth on a CPU turns cookies on.
+            let s = cookies(cookie_mode::AUTO);
+            let frame = syn(false, true);
+            let (first, _) = run(&s, &frame);
+            assert_eq!(first, XDP_PASS, "below the threshold the kernel answers");
+            let out = answered(&s, &frame);
+            assert_syn_ack(&frame, &out, false);
+        }
+
+        #[test]
+        fn banned_and_rate_limited_sources_get_no_cookie() {
+            require_privileges();
+            let s = cookies(cookie_mode::ON);
+            s.ban(ip("198.18.0.7"), None, reason::MANUAL).unwrap();
+            expect(&s, &syn(false, true), XDP_DROP, stat::DROPPED_BAN);
+        }
+    }
+
     /// The program's aya-log diagnostics: silent by default, forwarded to the
     /// `log` crate when asked for.
     mod ebpf_log {

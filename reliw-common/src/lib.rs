@@ -92,8 +92,55 @@ pub struct ShieldConfig {
     pub jiffy_ns: u64,
     /// Per-source budgets; all zero: no rate limiting.
     pub rate: RateLimits,
+    /// SYN cookies answered in XDP.
+    pub syn_cookies: SynCookies,
 }
-const _: () = assert!(size_of::<ShieldConfig>() == 64);
+const _: () = assert!(size_of::<ShieldConfig>() == 88);
+
+/// SYN cookies answered by the program (`XDP_TX`) for the listening ports,
+/// so a SYN flood never reaches the kernel's SYN queue. The cookie is the
+/// kernel's own (`bpf_tcp_raw_gen_syncookie_*`, same secret), so the
+/// client's ACK is validated by the kernel's listener as for a cookie it
+/// sent itself; that needs `net.ipv4.tcp_syncookies = 2`, and one SYN a
+/// second per CPU and listening socket (port and family) is left to the
+/// kernel so its cookie window stays open.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SynCookies {
+    /// One of [`cookie_mode`].
+    pub mode: u32,
+    /// `AUTO`: answer with cookies while a CPU sees more SYNs than this
+    /// in a second (and for a second after).
+    pub above_per_cpu: u32,
+    /// Destination ports to answer for (network order is not used: host
+    /// order); 0 ends the list.
+    pub ports: [u16; 8],
+}
+const _: () = assert!(size_of::<SynCookies>() == 24);
+
+/// Values of [`SynCookies::mode`].
+pub mod cookie_mode {
+    pub const OFF: u32 = 0;
+    pub const ON: u32 = 1;
+    pub const AUTO: u32 = 2;
+}
+
+/// Per-CPU state of the SYN cookie path ([`maps::COOKIES`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CookieState {
+    /// Start of the current one-second window (jiffies).
+    pub window_start: u64,
+    /// SYNs for the listening ports seen in that window.
+    pub syns: u64,
+    /// `AUTO`: cookies are on until this jiffy.
+    pub hot_until: u64,
+    /// Last SYN left to the kernel (jiffies), per listening socket: port
+    /// index times 2, plus 1 for IPv6. Each listener keeps its own cookie
+    /// window, so each needs its own SYN now and then.
+    pub last_passed: [u64; 16],
+}
+const _: () = assert!(size_of::<CookieState>() == 152);
 
 /// The tick assumed while no loader has told the program the real one
 /// (HZ 250, the common distribution setting).
@@ -216,6 +263,9 @@ pub mod maps {
     /// (not pinned: only the process that loaded the program reads it).
     pub const EVENTS: &str = "RELIW_EVENTS";
     pub const EVENTS_BYTES: u32 = 64 * 4096;
+    /// Per-CPU [`crate::CookieState`] (not pinned: counting restarts with
+    /// the program).
+    pub const COOKIES: &str = "RELIW_COOKIES";
     /// Allow CIDRs: LPM trie `CidrKey -> CidrEntry`, checked first.
     pub const ALLOW: &str = "RELIW_ALLOW";
     pub const ALLOW_CAPACITY: u32 = 4_096;
@@ -257,8 +307,12 @@ pub mod stat {
     pub const DRY_RUN_RATE_SYN: u32 = 10;
     /// Passed in dry-run mode, would have been `DROPPED_RATE_PACKET`.
     pub const DRY_RUN_RATE_PACKET: u32 = 11;
+    /// Answered in XDP: a SYN-ACK carrying a SYN cookie went back (`XDP_TX`).
+    pub const SYN_COOKIE: u32 = 12;
+    /// Passed in dry-run mode, would have been `SYN_COOKIE`.
+    pub const DRY_RUN_SYN_COOKIE: u32 = 13;
     /// Number of counters (the capacity of the stats map).
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 14;
     /// Stable names, indexed like the counters; used in CLI output and metrics.
     pub const NAMES: [&str; COUNT as usize] = [
         "passed",
@@ -273,6 +327,8 @@ pub mod stat {
         "dropped_rate_packet",
         "dry_run_rate_syn",
         "dry_run_rate_packet",
+        "syn_cookie",
+        "dry_run_syn_cookie",
     ];
 }
 
@@ -315,6 +371,7 @@ mod pod {
     unsafe impl aya::Pod for super::ShieldConfig {}
     unsafe impl aya::Pod for super::RateState {}
     unsafe impl aya::Pod for super::Escalation {}
+    unsafe impl aya::Pod for super::CookieState {}
 }
 
 #[cfg(test)]

@@ -7,9 +7,11 @@
 //! 3. source in a deny CIDR                  -> drop   (`dropped_cidr`)
 //! 4. a TCP SYN over the source's SYN budget -> drop   (`dropped_rate_syn`)
 //! 5. a packet over the source's budget      -> drop   (`dropped_rate_packet`)
-//! 6. otherwise                              -> pass   (`passed`)
+//! 6. a SYN for a listening port, cookies on -> SYN-ACK (`syn_cookie`, see
+//!    `syncookie`)
+//! 7. otherwise                              -> pass   (`passed`)
 //!
-//! In dry-run mode (config map) steps 2 to 5 count `dry_run_*` and pass.
+//! In dry-run mode (config map) steps 2 to 6 count `dry_run_*` and pass.
 //! Steps 1 and 3 are skipped while their trie is empty (config `rules`):
 //! an LPM lookup is a helper call even on an empty trie, and most nodes run
 //! with bans only, so the drop path under a flood is one hash lookup on
@@ -36,6 +38,8 @@
 #![no_std]
 #![no_main]
 
+mod syncookie;
+
 use aya_ebpf::{
     bindings::xdp_action,
     helpers::bpf_jiffies64,
@@ -45,8 +49,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use reliw_common::{
-    Addr, BanEntry, Budget, CidrEntry, DEFAULT_JIFFY_NS, Escalation, OVER_BUDGET_GAP_NS, RateState,
-    ShieldConfig, budget,
+    Addr, BanEntry, Budget, CidrEntry, CookieState, DEFAULT_JIFFY_NS, Escalation,
+    OVER_BUDGET_GAP_NS, RateState, ShieldConfig, budget, cookie_mode,
     maps::{
         ALLOW_CAPACITY, BANS_CAPACITY, BANS4_CAPACITY, CONFIG_CAPACITY, DENY_CAPACITY,
         EVENTS_BYTES, RATE_CAPACITY,
@@ -72,6 +76,8 @@ static RELIW_CONFIG: Array<ShieldConfig> = Array::with_max_entries(CONFIG_CAPACI
 static RELIW_RATE: LruHashMap<Addr, RateState> = LruHashMap::with_max_entries(RATE_CAPACITY, 0);
 #[map]
 static RELIW_EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+#[map]
+static RELIW_COOKIES: PerCpuArray<CookieState> = PerCpuArray::with_max_entries(1, 0);
 
 const ETH_HEADER_LEN: usize = 14;
 const VLAN_TAG_LEN: usize = 4;
@@ -96,8 +102,9 @@ pub fn reliw_shield(ctx: XdpContext) -> u32 {
         Some(c) => *c,
         None => ShieldConfig::default(),
     };
-    let (counter, action) = match parse(&ctx, config.rate.syn.interval_ns != 0) {
-        Ok(packet) => verdict(&config, &packet),
+    let want_syn = config.rate.syn.interval_ns != 0 || config.syn_cookies.mode != cookie_mode::OFF;
+    let (counter, action) = match parse(&ctx, want_syn) {
+        Ok(packet) => verdict(&ctx, &config, &packet),
         Err(counter) => (counter, xdp_action::XDP_PASS),
     };
     count(counter);
@@ -128,8 +135,12 @@ impl Source {
 /// What the verdict needs from a frame.
 struct Packet {
     source: Source,
-    /// A TCP SYN without ACK (only looked for while a SYN budget is on).
+    /// A TCP SYN without ACK (only looked for while a SYN budget or SYN
+    /// cookies are on).
     syn: bool,
+    /// Untagged, and TCP right after a header without options: the frames
+    /// the SYN cookie path answers.
+    plain: bool,
 }
 
 /// The source (and SYN flag) of an IPv4 or IPv6 frame, after up to two
@@ -168,6 +179,7 @@ fn parse(ctx: &XdpContext, want_syn: bool) -> Result<Packet, Unjudged> {
             Ok(Packet {
                 source: Source::V4(src),
                 syn,
+                plain: offset == ETH_HEADER_LEN && header_len == IPV4_HEADER_MIN_LEN,
             })
         }
         ETHERTYPE_IPV6 => {
@@ -186,6 +198,7 @@ fn parse(ctx: &XdpContext, want_syn: bool) -> Result<Packet, Unjudged> {
             Ok(Packet {
                 source: Source::V6(src),
                 syn,
+                plain: offset == ETH_HEADER_LEN,
             })
         }
         _ => Err(stat::NON_IP),
@@ -203,7 +216,7 @@ fn is_syn(ctx: &XdpContext, tcp: usize) -> bool {
 
 /// The counter and action for a packet, in the documented order.
 #[inline(always)]
-fn verdict(config: &ShieldConfig, packet: &Packet) -> (u32, u32) {
+fn verdict(ctx: &XdpContext, config: &ShieldConfig, packet: &Packet) -> (u32, u32) {
     if config.rules & rules::ALLOW != 0
         && RELIW_ALLOW
             .get(&Key::new(128, packet.source.addr()))
@@ -241,6 +254,14 @@ fn verdict(config: &ShieldConfig, packet: &Packet) -> (u32, u32) {
             }
             _ => {}
         }
+    }
+    if packet.syn
+        && packet.plain
+        && config.syn_cookies.mode != cookie_mode::OFF
+        && let Some(answered) =
+            syncookie::answer(ctx, config, matches!(packet.source, Source::V6(_)))
+    {
+        return answered;
     }
     (stat::PASSED, xdp_action::XDP_PASS)
 }
@@ -405,6 +426,19 @@ fn read<T: Copy>(ctx: &XdpContext, offset: usize) -> Result<T, Unjudged> {
     // SAFETY: [start, start + size_of::<T>()) lies inside the packet (checked
     // above); read_unaligned because packet fields have no alignment.
     Ok(unsafe { core::ptr::read_unaligned(start as *const T) })
+}
+
+/// Writes `value` at `offset`, or fails if the frame ends before it does.
+#[inline(always)]
+fn write<T: Copy>(ctx: &XdpContext, offset: usize, value: T) -> Result<(), Unjudged> {
+    let start = ctx.data() + offset;
+    if start + core::mem::size_of::<T>() > ctx.data_end() {
+        return Err(stat::MALFORMED);
+    }
+    // SAFETY: the range lies inside the packet (checked above), which XDP
+    // may write; unaligned as in `read`.
+    unsafe { core::ptr::write_unaligned(start as *mut T, value) };
+    Ok(())
 }
 
 #[inline(always)]

@@ -405,6 +405,8 @@ pub struct ShieldSection {
     pub pin_root: PathBuf,
     /// Per-source packet budgets enforced in XDP (off unless a rate is set).
     pub rate_limit: ShieldRateLimit,
+    /// SYN cookies answered in XDP.
+    pub syn_cookies: ShieldSynCookies,
 }
 
 impl Default for ShieldSection {
@@ -416,6 +418,31 @@ impl Default for ShieldSection {
             ban_seconds: 600,
             pin_root: PathBuf::from(crate::shield::DEFAULT_PIN_ROOT),
             rate_limit: ShieldRateLimit::default(),
+            syn_cookies: ShieldSynCookies::default(),
+        }
+    }
+}
+
+/// `shield.syn_cookies`: SYN-ACKs with SYN cookies sent from XDP for the
+/// listening ports, so a SYN flood never reaches the kernel's SYN queue.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ShieldSynCookies {
+    /// `off`, `on` (every SYN), or `auto` (while a CPU sees more than
+    /// `above_per_second` SYNs for the ports, divided among the CPUs).
+    pub mode: String,
+    /// Ports to answer for; empty: the ports reliw listens on.
+    pub ports: Vec<u16>,
+    /// `auto`'s threshold, SYNs per second for the whole node.
+    pub above_per_second: u64,
+}
+
+impl Default for ShieldSynCookies {
+    fn default() -> Self {
+        Self {
+            mode: String::from("off"),
+            ports: Vec::new(),
+            above_per_second: 2000,
         }
     }
 }
@@ -522,7 +549,9 @@ const SHIELD_KEYS: &[&str] = &[
     "ban_seconds",
     "pin_root",
     "rate_limit",
+    "syn_cookies",
 ];
+const SHIELD_SYN_COOKIES_KEYS: &[&str] = &["mode", "ports", "above_per_second"];
 const SHIELD_RATE_LIMIT_KEYS: &[&str] = &[
     "packets_per_second",
     "packet_burst",
@@ -617,15 +646,15 @@ impl Config {
                 check_keys(section, obj, keys, &mut warnings)?;
             }
         }
-        if let Some(Value::Object(shield)) = top.get("shield")
-            && let Some(Value::Object(obj)) = shield.get("rate_limit")
-        {
-            check_keys(
-                "shield.rate_limit",
-                obj,
-                SHIELD_RATE_LIMIT_KEYS,
-                &mut warnings,
-            )?;
+        for (key, keys) in [
+            ("rate_limit", SHIELD_RATE_LIMIT_KEYS),
+            ("syn_cookies", SHIELD_SYN_COOKIES_KEYS),
+        ] {
+            if let Some(Value::Object(shield)) = top.get("shield")
+                && let Some(Value::Object(obj)) = shield.get(key)
+            {
+                check_keys(&format!("shield.{key}"), obj, keys, &mut warnings)?;
+            }
         }
         let mut config: Config = serde_path_to_error::deserialize(&value).map_err(|e| {
             let path = e.path().to_string();
@@ -805,6 +834,23 @@ impl Config {
         if let Some(seconds) = rate.ban_seconds {
             positive("shield.rate_limit.ban_seconds", seconds)?;
         }
+        let cookies = &self.shield.syn_cookies;
+        if !["off", "on", "auto"].contains(&cookies.mode.as_str()) {
+            return Err(invalid(
+                "shield.syn_cookies.mode",
+                "must be off, on or auto",
+            ));
+        }
+        if cookies.ports.len() > 8 || cookies.ports.contains(&0) {
+            return Err(invalid(
+                "shield.syn_cookies.ports",
+                "at most 8 ports, none of them 0",
+            ));
+        }
+        positive(
+            "shield.syn_cookies.above_per_second",
+            cookies.above_per_second,
+        )?;
         if !(10..=3_600_000).contains(&self.metrics.flush_ms) {
             return Err(invalid(
                 "metrics.flush_ms",

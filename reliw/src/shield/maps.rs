@@ -422,6 +422,24 @@ impl ShieldMaps {
         Ok(stats)
     }
 
+    /// The SYN cookie settings the program applies.
+    pub fn syn_cookies(&self) -> Result<reliw_common::SynCookies, ShieldError> {
+        let config = self.config.get(&0, 0).map_err(map_err(names::CONFIG))?;
+        Ok(config.syn_cookies)
+    }
+
+    /// Sets the SYN cookie settings; takes effect on the next packet.
+    pub fn set_syn_cookies(
+        &mut self,
+        cookies: reliw_common::SynCookies,
+    ) -> Result<(), ShieldError> {
+        let mut config = self.config.get(&0, 0).map_err(map_err(names::CONFIG))?;
+        config.syn_cookies = cookies;
+        self.config
+            .set(0, config, 0)
+            .map_err(map_err(names::CONFIG))
+    }
+
     /// Tells the program the length of a jiffy (its budgets' clock).
     pub fn set_jiffy_ns(&mut self, jiffy_ns: u64) -> Result<(), ShieldError> {
         let mut config = self.config.get(&0, 0).map_err(map_err(names::CONFIG))?;

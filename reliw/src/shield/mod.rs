@@ -8,7 +8,8 @@
 //!   on pinned maps while a server runs.
 //! - [`loader`]: embedded object, pins, attach modes, persisted links.
 //! - [`addr`]: address, CIDR and duration parsing; [`clock`]: the clocks.
-//! - [`rate`]: `shield.rate_limit` as the program's budget parameters.
+//! - [`rate`]: `shield.rate_limit` as the program's budget parameters;
+//!   [`syncookies`]: `shield.syn_cookies` and the sysctl it needs.
 //! - `housekeeper`: the background thread that sweeps expired bans,
 //!   forwards escalation reports and the program's log lines.
 
@@ -18,6 +19,7 @@ mod housekeeper;
 pub mod loader;
 pub mod maps;
 pub mod rate;
+pub mod syncookies;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -149,6 +151,8 @@ pub struct ShieldOptions {
     pub sweep_every: Duration,
     /// Per-source budgets to set at start (`None`: keep the pinned ones).
     pub rate_limits: Option<reliw_common::RateLimits>,
+    /// SYN cookie settings to set at start (`None`: keep the pinned ones).
+    pub syn_cookies: Option<reliw_common::SynCookies>,
 }
 
 /// A source the program reported for staying over a budget.
@@ -174,6 +178,7 @@ impl Default for ShieldOptions {
             ebpf_log: false,
             sweep_every: Duration::from_secs(5),
             rate_limits: None,
+            syn_cookies: None,
         }
     }
 }
@@ -209,6 +214,9 @@ impl Shield {
         }
         if let Some(limits) = options.rate_limits {
             maps.set_rate_limits(limits)?;
+        }
+        if let Some(cookies) = options.syn_cookies {
+            maps.set_syn_cookies(cookies)?;
         }
         let mut attachments = Vec::new();
         for iface in &options.interfaces {
@@ -362,6 +370,32 @@ impl Shield {
     /// one caller that bans them (`None` when disabled or already taken).
     pub fn take_escalations(&mut self) -> Option<tokio::sync::mpsc::Receiver<Escalated>> {
         self.active.as_mut()?.escalations.take()
+    }
+
+    /// Runs the loaded program once on `frame` and returns the action and
+    /// the frame as the program left it (what `XDP_TX` would send).
+    pub fn test_run_frame(&self, frame: &[u8]) -> Result<Option<(u32, Vec<u8>)>, ShieldError> {
+        use aya::programs::{TestRun, TestRunOptions, Xdp};
+        let Some(active) = self.active.as_ref() else {
+            return Ok(None);
+        };
+        let program: &Xdp = active
+            .ebpf
+            .program(reliw_common::PROGRAM_NAME)
+            .ok_or(ShieldError::MissingProgram)?
+            .try_into()
+            .map_err(loader::program_error)?;
+        // Room for a frame the program grows.
+        let mut out = vec![0u8; frame.len() + 256];
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..TestRunOptions::default()
+            })
+            .map_err(loader::program_error)?;
+        out.truncate(result.data_size_out as usize);
+        Ok(Some((result.return_value, out)))
     }
 
     /// Where the maps are pinned (`None` when disabled or unpinned).
