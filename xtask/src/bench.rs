@@ -4,7 +4,9 @@
 //! pinned to CPU 0; wrk runs pinned to CPU 1 with 64 connections. Rounds
 //! alternate reliw and nginx so drift in the machine hits both alike. The
 //! result per server is the median round; ratios are reliw / nginx. Results
-//! go to `target/bench/static.json`.
+//! go to `target/bench/static.json`. A full run ends with the shield's cases:
+//! `bench_xdp` (cost per packet against xdp-filter) and `bench_flood`
+//! (legitimate throughput under three floods).
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -265,6 +267,9 @@ pub(crate) fn run(
     drop(servers);
     if !send && only.is_none() {
         let (line, entry) = crate::bench_xdp::run(root, rounds.max(5))?;
+        table.push_str(&line);
+        results.push(entry);
+        let (line, entry) = crate::bench_flood::run(root, duration)?;
         table.push_str(&line);
         results.push(entry);
     }

@@ -22,7 +22,12 @@
 //!   fast as they can, over the shield's SYN budget (10/s per source).
 //! - `syn`: SYNs from random sources in 198.18.128.0/17 (raw socket,
 //!   bounded by time and count); the server answers them (the attacker's
-//!   namespace discards the answers).
+//!   namespace discards the answers). The shield answers with SYN cookies
+//!   from XDP above 2000 SYNs a second (`shield.syn_cookies` auto).
+//!
+//! Every veth end outside the server runs an empty shield (native XDP,
+//! passing everything), for all servers alike: XDP_TX on a veth reaches
+//! its peer only then.
 //!
 //! Reported per case and server: the legitimate client's req/s (wrk, 16
 //! keep-alive connections, 1 KiB file) as a ratio to its no-attack run,
@@ -210,6 +215,26 @@ fn build_lab() -> Result<Lab> {
     Ok(lab)
 }
 
+/// XDP_TX from a veth end (the shield's SYN cookies) reaches the peer only
+/// if the peer runs XDP natively: an empty shield, passing everything, on
+/// the client's and the attacker's ends, for every server alike.
+fn attach_peers(lab: &mut Lab, root: &Path) -> Result<()> {
+    for (which, dev) in [("cli", "fc0"), ("atk", "fa0")] {
+        let pin_root = PathBuf::from(format!("/sys/fs/bpf/reliw-bench-flood-{}-{which}", lab.tag));
+        lab.pins.push(pin_root.clone());
+        let mut attach = Command::new("nsenter");
+        attach
+            .arg(format!("--net=/run/netns/{}", lab.ns(which)))
+            .arg(root.join("target/release/reliw"))
+            .args(["shield", "--pin-root"])
+            .arg(&pin_root)
+            .args(["attach", "--iface", dev, "--mode", "drv", "--persist"])
+            .stdout(Stdio::null());
+        crate::run_checked(&mut attach)?;
+    }
+    Ok(())
+}
+
 /// Runs `f` on a new thread inside namespace `ns`, pinned to CPU 1, at
 /// `nice` (threads it spawns inherit all three).
 fn spawn_in<T: Send + 'static>(
@@ -301,6 +326,7 @@ fn start(lab: &mut Lab, root: &Path, dir: &Path, server: Server, n: usize) -> Re
                     "interfaces": interfaces, "mode": "drv", "pin_root": pin_root,
                     "ban_seconds": 600,
                     "rate_limit": {"syns_per_second": 10, "syn_burst": 20, "escalate_after_seconds": 2},
+                    "syn_cookies": {"mode": "auto", "above_per_second": 2000},
                 },
             });
             let path = dir.join(format!("reliw-flood-{n}.json"));
@@ -735,6 +761,7 @@ pub(crate) fn run(root: &Path, duration: u64) -> Result<(String, serde_json::Val
     std::fs::create_dir_all(&dir)?;
     write_site(&dir)?;
     let mut lab = build_lab()?;
+    attach_peers(&mut lab, root)?;
     println!(
         "bench flood: server on CPU 0 (RPS steers passed packets there), wrk and the prober on CPU 1, \
          the attacker on CPU 1 at nice 19; {duration}s windows, attack {WARM_UP:?} ahead of its window"

@@ -59,7 +59,8 @@ enum Cmd {
     },
     /// Benchmark reliw against nginx on loopback: static files (plain and
     /// through a Redis route), HTTPS, and reverse proxying; and the XDP
-    /// shield's cost per packet against xdp-filter.
+    /// shield's cost per packet against xdp-filter, and legitimate traffic
+    /// under floods (namespaces).
     Bench {
         /// Seconds per wrk run.
         #[arg(long, default_value_t = 5)]
