@@ -11,6 +11,7 @@ use bytes::Bytes;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio_uring::buf::BoundedBuf as _;
 
 /// A listening socket of one runtime.
 pub(crate) trait Acceptor {
@@ -177,7 +178,12 @@ impl Transport for Uring {
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(16 * 1024);
         }
-        self.stream.read(buf).await
+        // Into the spare capacity: tokio-uring reads a whole `Vec` from its
+        // first byte, which would overwrite what the buffer already holds
+        // (a head that arrived in pieces, a partial chunk-size line).
+        let held = buf.len();
+        let (res, slice) = self.stream.read(buf.slice(held..)).await;
+        (res, slice.into_inner())
     }
 
     async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
