@@ -121,7 +121,7 @@ impl Drop for Lab {
 
 /// Where reliw keeps the ban book of a pin root (see `reliw::bans`).
 fn book_path(pin_root: &Path) -> PathBuf {
-    let dir = pin_root.join("v3");
+    let dir = pin_root.join(format!("v{}", reliw_common::LAYOUT_VERSION));
     let name: String = dir
         .to_string_lossy()
         .chars()
