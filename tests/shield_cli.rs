@@ -296,6 +296,77 @@ mod privileged {
         pins.shield(None, &["detach"]).ok();
     }
 
+    /// `shield rate` shows the budgets, changes only what it names, and
+    /// refuses what the program could not apply.
+    #[test]
+    fn rate_shows_and_changes_the_budgets() {
+        require_privileges();
+        let (ns, iface) = sandbox();
+        let pins = PinRoot::new("rate");
+        pins.shield(Some(&ns.name), &["attach", "--persist", "--iface", &iface])
+            .ok();
+        let view = pins.shield(None, &["--json", "rate"]).ok().json();
+        assert_eq!(view["enabled"], false, "off until a rate is set: {view}");
+        let view = pins
+            .shield(
+                None,
+                &["--json", "rate", "--syns", "20", "--syn-burst", "40"],
+            )
+            .ok()
+            .json();
+        assert_eq!(
+            (
+                &view["syns_per_second"],
+                &view["syn_burst"],
+                &view["ipv6_prefix"]
+            ),
+            (&20.into(), &40.into(), &64.into()),
+            "{view}"
+        );
+        assert_eq!(view["escalate_after_seconds"], 10, "{view}");
+        // A packet budget added later keeps the SYN budget as it was.
+        let view = pins
+            .shield(None, &["--json", "rate", "--packets", "1000"])
+            .ok()
+            .json();
+        assert_eq!(
+            (
+                &view["syns_per_second"],
+                &view["syn_burst"],
+                &view["packets_per_second"]
+            ),
+            (&20.into(), &40.into(), &1000.into()),
+            "{view}"
+        );
+        let view = pins
+            .shield(
+                None,
+                &[
+                    "--json",
+                    "rate",
+                    "--escalate-after",
+                    "0",
+                    "--ipv6-prefix",
+                    "56",
+                ],
+            )
+            .ok()
+            .json();
+        assert_eq!(
+            (&view["escalate_after_seconds"], &view["ipv6_prefix"]),
+            (&0.into(), &56.into()),
+            "{view}"
+        );
+        assert_eq!(view["syns_per_second"], 20, "{view}");
+        pins.shield(None, &["rate", "--ipv6-prefix", "0"])
+            .fails_with("--ipv6-prefix must be between 1 and 128");
+        pins.shield(None, &["rate", "--syn-burst", "0"])
+            .fails_with("a burst must be greater than 0");
+        let text = pins.shield(None, &["rate"]).ok().stdout.clone();
+        assert!(text.contains("syns          20/s, burst 40"), "{text}");
+        pins.shield(None, &["detach"]).ok();
+    }
+
     #[test]
     fn a_pin_with_another_layout_is_refused() {
         require_privileges();

@@ -285,11 +285,15 @@ fn over_budget(config: &ShieldConfig, packet: &Packet) -> u32 {
         Some(ptr) => unsafe { *ptr },
         None => RateState::default(),
     };
-    let over = if packet.syn && !conforms(&mut state.syn_tat_ns, now, &limits.syn) {
+    // Judged on copies: a packet dropped by one budget is charged to none.
+    let (mut syn_tat, mut packet_tat) = (state.syn_tat_ns, state.packet_tat_ns);
+    let over = if packet.syn && !conforms(&mut syn_tat, now, &limits.syn) {
         budget::SYN
-    } else if !conforms(&mut state.packet_tat_ns, now, &limits.packet) {
+    } else if !conforms(&mut packet_tat, now, &limits.packet) {
         budget::PACKET
     } else {
+        state.syn_tat_ns = syn_tat;
+        state.packet_tat_ns = packet_tat;
         0
     };
     if over != 0 {

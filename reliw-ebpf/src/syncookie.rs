@@ -192,12 +192,15 @@ fn hot(config: &ShieldConfig, listener: usize) -> bool {
 /// The SYN-ACK's TCP header (checksum left at 0), or `None` when the
 /// helper refused the SYN.
 #[inline(always)]
-fn tcp_reply(syn: &[u8; REPLY_TCP_LEN], cookie: i64) -> Option<[u8; REPLY_TCP_LEN]> {
+fn tcp_reply(syn: &[u8; REPLY_TCP_LEN], cookie: i64, max_mss: u16) -> Option<[u8; REPLY_TCP_LEN]> {
     if cookie < 0 {
         return None;
     }
     let seq = u32::from_be_bytes([syn[4], syn[5], syn[6], syn[7]]);
-    let mss = (cookie >> 32) as u16;
+    // The cookie's MSS is the client's (rounded down to the kernel's
+    // table, which for IPv6 reaches 8940); ours is that of a 1500-byte
+    // link, which the kernel would advertise on one.
+    let mss = ((cookie >> 32) as u16).min(max_mss);
     let mut t = [0u8; REPLY_TCP_LEN];
     t[0] = syn[2];
     t[1] = syn[3];
@@ -216,7 +219,7 @@ fn tcp_reply(syn: &[u8; REPLY_TCP_LEN], cookie: i64) -> Option<[u8; REPLY_TCP_LE
 
 #[inline(always)]
 fn reply_v4(ip: &[u8; IPV4_LEN], syn: &[u8; REPLY_TCP_LEN], cookie: i64) -> Option<Reply> {
-    let mut tcp = tcp_reply(syn, cookie)?;
+    let mut tcp = tcp_reply(syn, cookie, 1460)?;
     let mut out = [0u8; IPV4_LEN];
     out[0] = 0x45;
     out[2..4].copy_from_slice(&((IPV4_LEN + REPLY_TCP_LEN) as u16).to_be_bytes());
@@ -235,7 +238,7 @@ fn reply_v4(ip: &[u8; IPV4_LEN], syn: &[u8; REPLY_TCP_LEN], cookie: i64) -> Opti
 
 #[inline(always)]
 fn reply_v6(ip: &[u8; IPV6_LEN], syn: &[u8; REPLY_TCP_LEN], cookie: i64) -> Option<Reply> {
-    let mut tcp = tcp_reply(syn, cookie)?;
+    let mut tcp = tcp_reply(syn, cookie, 1440)?;
     let mut out = [0u8; IPV6_LEN];
     out[0] = 0x60;
     out[4..6].copy_from_slice(&(REPLY_TCP_LEN as u16).to_be_bytes());

@@ -124,8 +124,65 @@ struct Strikes {
     seen: HashMap<IpAddr, (Instant, u32)>,
 }
 
+/// Addresses that completed a TCP handshake with this node lately: proof
+/// that a source is not spoofed, asked for before an XDP escalation bans
+/// it (anyone can send SYNs or packets with a victim's address; only the
+/// owner of an address can complete a handshake from it). A lossy table:
+/// one slot per address hash holding a fingerprint and a time, written
+/// with two relaxed stores per accepted connection; an evicted or torn
+/// slot only means "not proven", which bans nothing.
+pub struct Handshakes {
+    slots: Box<[(std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64)]>,
+}
+
+/// How long a handshake proves an address.
+const HANDSHAKE_PROOF: Duration = Duration::from_secs(600);
+const HANDSHAKE_SLOTS: usize = 1 << 16;
+
+impl Handshakes {
+    fn new() -> Self {
+        Self {
+            slots: (0..HANDSHAKE_SLOTS).map(|_| Default::default()).collect(),
+        }
+    }
+
+    /// `(slot, fingerprint)` of an address: two independent hashes.
+    fn place(ip: IpAddr) -> (usize, u64) {
+        use std::hash::{BuildHasher, Hasher};
+        // Fixed keys: the table is ours alone and the fingerprint only
+        // has to tell addresses apart, not resist an attacker who cannot
+        // complete handshakes from the addresses he would need.
+        let state =
+            std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
+        let mut h = state.build_hasher();
+        std::hash::Hash::hash(&ip.to_canonical(), &mut h);
+        let hash = h.finish();
+        ((hash as usize) % HANDSHAKE_SLOTS, (hash >> 16) | 1)
+    }
+
+    /// Records a completed handshake from `ip` (an accepted connection).
+    pub fn saw(&self, ip: IpAddr) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (slot, fingerprint) = Self::place(ip);
+        let (fp, at) = &self.slots[slot];
+        fp.store(fingerprint, Relaxed);
+        at.store(crate::shield::clock::monotonic_ns(), Relaxed);
+    }
+
+    /// Whether `ip` completed a handshake within [`HANDSHAKE_PROOF`].
+    pub fn proven(&self, ip: IpAddr) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (slot, fingerprint) = Self::place(ip);
+        let (fp, at) = &self.slots[slot];
+        let age = crate::shield::clock::monotonic_ns().saturating_sub(at.load(Relaxed));
+        fp.load(Relaxed) == fingerprint && age < HANDSHAKE_PROOF.as_nanos() as u64
+    }
+}
+
 /// This node's bans. Shared by every worker and the `P:WAFFERS` subscriber.
 pub struct Bans {
+    /// Who completed handshakes lately (see [`Handshakes`]).
+    pub handshakes: Handshakes,
     maps: Option<Arc<Mutex<ShieldMaps>>>,
     node: String,
     pub default_seconds: u64,
@@ -157,6 +214,7 @@ impl Bans {
             })
         });
         Self {
+            handshakes: Handshakes::new(),
             maps,
             node: config.node(),
             default_seconds: config.shield.ban_seconds,
@@ -349,8 +407,10 @@ impl Bans {
 
     /// Bans the sources the XDP program reports for staying over a budget
     /// (`shield.rate_limit`), like a WAF verdict: in this node's shield,
-    /// in the ban book, and on `P:WAFFERS` for every node. Runs on its own
-    /// thread until the shield goes away.
+    /// in the ban book, and on `P:WAFFERS` for every node; but only a
+    /// source that completed a handshake lately ([`Handshakes`]), so a
+    /// flood with a spoofed address cannot get its owner banned. Runs on
+    /// its own thread until the shield goes away.
     pub fn spawn_escalation_banner(
         self: &Arc<Self>,
         mut reports: tokio::sync::mpsc::Receiver<crate::shield::Escalated>,
@@ -370,6 +430,12 @@ impl Bans {
             };
             while let Some(report) = reports.recv().await {
                 let rule = format!("xdp {} budget", report.budget);
+                if !bans.handshakes.proven(report.ip) {
+                    // Its packets may carry someone else's address; the
+                    // budget keeps dropping them, nothing is banned.
+                    tracing::warn!(ip = %report.ip, rule, "not banning a source over its budget: it completed no handshake in the last 10 minutes, so its address may be spoofed");
+                    continue;
+                }
                 if report.dry_run {
                     tracing::warn!(ip = %report.ip, rule, "shield dry-run: would ban a source that stays over its budget");
                     continue;
@@ -438,6 +504,21 @@ mod tests {
         ] {
             assert!(Notice::parse(bad, 600).is_err());
         }
+    }
+
+    #[test]
+    fn only_addresses_with_a_handshake_are_proven() {
+        let h = Handshakes::new();
+        let a: IpAddr = "198.18.0.7".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let b: IpAddr = "198.18.0.8".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        assert!(!h.proven(a));
+        h.saw(a);
+        assert!(h.proven(a));
+        assert!(!h.proven(b));
+        let mapped: IpAddr = "::ffff:198.18.0.7"
+            .parse()
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        assert!(h.proven(mapped), "IPv4-mapped is the same address");
     }
 
     #[test]

@@ -64,8 +64,9 @@ enum ShieldCommand {
     DryRun { state: OnOff },
     /// Remove expired bans now.
     Sweep,
-    /// Show the per-source budgets; with options, replace them until the
-    /// next server start (which sets `shield.rate_limit` from its config).
+    /// Show the per-source budgets; with options, change what they name
+    /// (the rest stays) until the next server start, which sets
+    /// `shield.rate_limit` from its config.
     Rate {
         /// Packets per second per source (0: no packet budget).
         #[arg(long)]
@@ -79,12 +80,12 @@ enum ShieldCommand {
         /// SYNs a source may send at once (default: one second's worth).
         #[arg(long)]
         syn_burst: Option<u64>,
-        /// IPv6 sources share a budget per prefix of this length.
-        #[arg(long, default_value_t = 64)]
-        ipv6_prefix: u32,
-        /// Seconds over budget before a source is banned (0: never).
-        #[arg(long, default_value_t = 10)]
-        escalate_after: u64,
+        /// IPv6 sources share a budget per prefix of this length (64).
+        #[arg(long)]
+        ipv6_prefix: Option<u32>,
+        /// Seconds over budget before a source is banned (0: never; 10).
+        #[arg(long)]
+        escalate_after: Option<u64>,
     },
     /// Load the shield and attach it to interfaces. In the foreground it
     /// prints counters until interrupted, then detaches; with --persist it
@@ -233,20 +234,38 @@ pub(super) fn run(args: ShieldArgs) -> Result<(), String> {
             escalate_after,
         } => {
             let mut maps = open(&dir)?;
-            if packets.is_some() || syns.is_some() {
+            let changes = [packets, packet_burst, syns, syn_burst, escalate_after];
+            if changes.iter().any(Option::is_some) || ipv6_prefix.is_some() {
+                let now = crate::shield::rate::view(&maps.rate_limits().map_err(err)?);
+                let ipv6_prefix =
+                    ipv6_prefix.unwrap_or(if now.enabled { now.ipv6_prefix } else { 64 });
                 if !(1..=128).contains(&ipv6_prefix) {
                     return Err(String::from("--ipv6-prefix must be between 1 and 128"));
                 }
                 if packet_burst == Some(0) || syn_burst == Some(0) {
                     return Err(String::from("a burst must be greater than 0"));
                 }
+                // A burst is kept with its rate, and reset with a new one.
+                let keep =
+                    |rate: Option<u64>, burst: Option<u64>, now_rate: u64, now_burst: u64| {
+                        burst.or((rate.is_none() && now_rate > 0).then_some(now_burst))
+                    };
                 let config = crate::config::ShieldRateLimit {
-                    packets_per_second: packets.unwrap_or(0),
-                    packet_burst,
-                    syns_per_second: syns.unwrap_or(0),
-                    syn_burst,
+                    packets_per_second: packets.unwrap_or(now.packets_per_second),
+                    packet_burst: keep(
+                        packets,
+                        packet_burst,
+                        now.packets_per_second,
+                        now.packet_burst,
+                    ),
+                    syns_per_second: syns.unwrap_or(now.syns_per_second),
+                    syn_burst: keep(syns, syn_burst, now.syns_per_second, now.syn_burst),
                     ipv6_prefix,
-                    escalate_after_seconds: escalate_after,
+                    escalate_after_seconds: escalate_after.unwrap_or(if now.enabled {
+                        now.escalate_after_seconds
+                    } else {
+                        10
+                    }),
                     ban_seconds: None,
                 };
                 let plan = crate::shield::rate::plan(&config, crate::shield::clock::tick());

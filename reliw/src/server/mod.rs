@@ -220,15 +220,6 @@ pub fn run(config: Config, config_path: Option<PathBuf>, io: IoMode) -> Result<(
         let mut listening = vec![config.port];
         listening.extend(config.ssl.as_ref().and_then(|s| s.port));
         let cookies = crate::shield::syncookies::plan(&config.shield.syn_cookies, &listening);
-        match crate::shield::syncookies::prepare_kernel(&cookies) {
-            Ok(Some(before)) => tracing::warn!(
-                "set net.ipv4.tcp_syncookies to 2 (was {before}): the kernel accepts the ACKs to the shield's SYN cookies only while it sends cookies itself"
-            ),
-            Ok(None) => {}
-            Err(e) => tracing::error!(
-                "cannot set net.ipv4.tcp_syncookies to 2 ({e}): clients answered with a SYN cookie by the shield will be refused"
-            ),
-        }
         Shield::start_or_disabled(&ShieldOptions {
             interfaces: config.shield.interfaces.clone(),
             mode: config.shield.mode.parse().unwrap_or_default(),

@@ -372,6 +372,7 @@ async fn serve_listeners<A: Acceptor + 'static>(
                 };
                 match accepted {
                     Ok((io, peer)) => {
+                        worker.shared.bans.handshakes.saw(peer.ip());
                         let worker = Rc::clone(&worker);
                         let upstreams = Rc::clone(&upstreams);
                         let rx = shutdown.clone();

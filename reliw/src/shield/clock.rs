@@ -64,10 +64,12 @@ pub fn jiffies_at(monotonic_ns: u64) -> u64 {
     let c = CALIBRATION.get_or_init(calibrate);
     let delta = i128::from(monotonic_ns) - i128::from(c.monotonic_ns);
     let tick = i128::from(c.tick_ns.max(1));
+    // Rounded up, and one tick more: the calibration's jiffy may have
+    // begun up to a tick before its instant.
     let ticks = if delta >= 0 {
-        (delta + tick - 1) / tick
+        (delta + tick - 1) / tick + 1
     } else {
-        delta / tick
+        delta / tick + 1
     };
     u64::try_from((i128::from(c.jiffies) + ticks).max(0)).unwrap_or(u64::MAX)
 }
@@ -148,5 +150,9 @@ mod tests {
         assert_eq!(jiffies_at(now + 10 * tick), a + 10);
         assert!(jiffies_at(now + 1) >= a);
         assert!(jiffies_at(now.saturating_sub(10 * tick)) <= a - 9);
+        // Never early: the jiffy of an instant is past the one the kernel
+        // had at the calibration.
+        let c = calibrate();
+        assert!(jiffies_at(c.monotonic_ns) > c.jiffies);
     }
 }

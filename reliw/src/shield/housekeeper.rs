@@ -1,7 +1,8 @@
 //! The shield's background thread: removes expired bans every `sweep_every`,
 //! hands the program's escalation reports (sources that stayed over their
-//! budget) to whoever bans them, and, when enabled, forwards the XDP
-//! program's aya-log lines.
+//! budget) to whoever bans them, keeps `net.ipv4.tcp_syncookies` in step
+//! with the program's SYN cookies (and restores it when it stops), and,
+//! when enabled, forwards the XDP program's aya-log lines.
 //!
 //! The XDP program already ignores expired bans; sweeping frees their LRU
 //! slots and keeps `reliw shield list` short.
@@ -40,6 +41,7 @@ impl Housekeeper {
         sweep_every: Duration,
         mut logger: Option<EbpfLogger>,
         mut escalations: Escalations,
+        mut kernel_cookies: Option<super::syncookies::KernelCookies>,
     ) -> std::io::Result<Self> {
         let (stop, stopped) = mpsc::channel::<()>();
         let tick = POLL.min(sweep_every);
@@ -53,6 +55,15 @@ impl Housekeeper {
                         logger.flush();
                     }
                     escalations.forward();
+                    if let Some(kernel) = kernel_cookies.as_mut() {
+                        let sent = maps
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .counter(reliw_common::stat::SYN_COOKIE);
+                        if let Ok(sent) = sent {
+                            kernel.observe(sent);
+                        }
+                    }
                     if Instant::now() >= next_sweep {
                         next_sweep = Instant::now() + sweep_every;
                         sweep(&maps);

@@ -452,6 +452,12 @@ impl ShieldMaps {
         Ok(())
     }
 
+    /// One packet counter (a `reliw_common::stat` index) summed over CPUs.
+    pub fn counter(&self, index: u32) -> Result<u64, ShieldError> {
+        let per_cpu = self.stats.get(&index, 0).map_err(map_err(names::STATS))?;
+        Ok(per_cpu.iter().copied().fold(0u64, u64::wrapping_add))
+    }
+
     /// Whether the program only counts what it would drop.
     pub fn dry_run(&self) -> Result<bool, ShieldError> {
         let config = self.config.get(&0, 0).map_err(map_err(names::CONFIG))?;

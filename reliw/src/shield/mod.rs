@@ -224,6 +224,8 @@ impl Shield {
             tracing::info!("shield attached to {iface} in {} mode", attachment.mode);
             attachments.push(attachment);
         }
+        // After the attach: a shield that failed to start changes nothing.
+        let kernel_cookies = syncookies::KernelCookies::start(&maps.syn_cookies()?);
         let maps = Arc::new(Mutex::new(maps));
         let (to, escalations) = tokio::sync::mpsc::channel(ESCALATION_QUEUE);
         let housekeeper = housekeeper::Housekeeper::spawn(
@@ -231,6 +233,7 @@ impl Shield {
             options.sweep_every,
             logger,
             housekeeper::Escalations { ring: events, to },
+            kernel_cookies,
         )
         .map_err(|source| ShieldError::Io {
             what: "spawning the shield housekeeper for",

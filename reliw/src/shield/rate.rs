@@ -53,7 +53,8 @@ fn budget(per_second: u64, burst: Option<u64>, tick_ns: u64) -> (Budget, Option<
     let interval_ns = (1_000_000_000 / per_second).max(1);
     let burst = burst.unwrap_or(per_second).max(1);
     let tolerance_ns = (burst - 1).saturating_mul(interval_ns);
-    if tolerance_ns >= tick_ns {
+    // A rate slower than one per tick loses at most a tick per packet.
+    if tolerance_ns >= tick_ns || interval_ns >= tick_ns {
         return (
             Budget {
                 interval_ns,
@@ -62,7 +63,7 @@ fn budget(per_second: u64, burst: Option<u64>, tick_ns: u64) -> (Budget, Option<
             None,
         );
     }
-    let effective = tick_ns.div_ceil(interval_ns) + 1;
+    let effective = tick_ns / interval_ns + 1;
     (
         Budget {
             interval_ns,

@@ -5,8 +5,9 @@
 //! ACK is then validated by the listening socket, which accepts a cookie
 //! only while it has sent cookies itself in the last two minutes. With
 //! `net.ipv4.tcp_syncookies = 2` it sends one for every SYN it sees, and the
-//! program leaves it one SYN a second per CPU, so the window never closes.
-//! The sysctl belongs to the network namespace reliw runs in.
+//! program leaves it one SYN a second per CPU and listener, so the window
+//! never closes. [`KernelCookies`] keeps the sysctl (of the network
+//! namespace reliw runs in) at 2 only while that is needed.
 
 use std::path::Path;
 
@@ -41,22 +42,116 @@ pub fn plan(config: &ShieldSynCookies, listening: &[u16]) -> SynCookies {
     }
 }
 
-/// Sets `net.ipv4.tcp_syncookies` to 2 when cookies are on; returns the
-/// value it had when it was changed. A failure is returned for the
-/// caller to log: cookies answered in XDP would then be refused.
-pub fn prepare_kernel(settings: &SynCookies) -> std::io::Result<Option<String>> {
-    if settings.mode == cookie_mode::OFF {
-        return Ok(None);
-    }
-    set_sysctl(Path::new(SYSCTL))
+/// `net.ipv4.tcp_syncookies` while the program answers with cookies.
+///
+/// At 2 the kernel sends a cookie for every SYN it sees, which it must
+/// for the program's cookies to be accepted, but which also costs every
+/// client without TCP timestamps its window scaling. So in `on` mode it is
+/// 2 from start to exit; in `auto` mode it is 2 only while the program is
+/// sending cookies (and 30 s after the last), and the old value otherwise.
+/// The first handshakes of a flood in `auto` mode can fail for about a
+/// second, until the kernel has sent a cookie itself. The old value is
+/// put back when the shield stops.
+pub struct KernelCookies {
+    auto: bool,
+    /// The value before we changed it, while it is changed.
+    saved: Option<String>,
+    last_count: u64,
+    last_sent: Option<std::time::Instant>,
 }
 
-fn set_sysctl(path: &Path) -> std::io::Result<Option<String>> {
+/// How long `auto` keeps the sysctl at 2 after the last cookie.
+const AUTO_LINGER: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl KernelCookies {
+    /// For `settings`; `None` when cookies are off. In `on` mode the
+    /// sysctl is set here.
+    pub fn start(settings: &SynCookies) -> Option<Self> {
+        let mut k = match settings.mode {
+            cookie_mode::ON => Self {
+                auto: false,
+                saved: None,
+                last_count: 0,
+                last_sent: None,
+            },
+            cookie_mode::AUTO => Self {
+                auto: true,
+                saved: None,
+                last_count: 0,
+                last_sent: None,
+            },
+            _ => return None,
+        };
+        if !k.auto {
+            k.raise();
+        }
+        Some(k)
+    }
+
+    /// Told the program's `syn_cookie` counter now and then (the
+    /// housekeeper's tick): raises the sysctl when cookies are being sent
+    /// and, in `auto` mode, restores it after a quiet spell.
+    pub fn observe(&mut self, syn_cookies_sent: u64) {
+        if !self.auto {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if syn_cookies_sent != self.last_count {
+            self.last_count = syn_cookies_sent;
+            self.last_sent = Some(now);
+            if self.saved.is_none() {
+                self.raise();
+            }
+        } else if self.saved.is_some()
+            && self
+                .last_sent
+                .is_none_or(|t| now.duration_since(t) > AUTO_LINGER)
+        {
+            self.restore();
+        }
+    }
+
+    fn raise(&mut self) {
+        match set_sysctl(Path::new(SYSCTL), "2") {
+            Ok(Some(before)) => {
+                tracing::warn!(
+                    "shield: net.ipv4.tcp_syncookies set to 2 (was {before}) while the shield answers SYNs with cookies"
+                );
+                self.saved = Some(before);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(
+                "shield: cannot set net.ipv4.tcp_syncookies to 2 ({e}): clients answered with a SYN cookie will be refused"
+            ),
+        }
+    }
+
+    fn restore(&mut self) {
+        if let Some(before) = self.saved.take() {
+            match set_sysctl(Path::new(SYSCTL), &before) {
+                Ok(_) => tracing::info!("shield: net.ipv4.tcp_syncookies back to {before}"),
+                Err(e) => tracing::warn!(
+                    "shield: cannot restore net.ipv4.tcp_syncookies to {before}: {e}"
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for KernelCookies {
+    fn drop(&mut self) {
+        self.restore();
+    }
+}
+
+/// Writes `value` unless the file holds it already; returns the value
+/// it replaced.
+fn set_sysctl(path: &Path, value: &str) -> std::io::Result<Option<String>> {
     let before = std::fs::read_to_string(path)?.trim().to_owned();
-    if before == "2" {
+    if before == value {
         return Ok(None);
     }
-    std::fs::write(path, "2\n")?;
+    std::fs::write(path, format!("{value}\n"))?;
     Ok(Some(before))
 }
 
@@ -92,9 +187,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap_or_default();
         let file = dir.join("tcp_syncookies");
         std::fs::write(&file, "1\n").unwrap_or_default();
-        assert_eq!(set_sysctl(&file).ok().flatten().as_deref(), Some("1"));
+        assert_eq!(set_sysctl(&file, "2").ok().flatten().as_deref(), Some("1"));
         assert_eq!(std::fs::read_to_string(&file).unwrap_or_default(), "2\n");
-        assert_eq!(set_sysctl(&file).ok().flatten(), None);
+        assert_eq!(set_sysctl(&file, "2").ok().flatten(), None);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
