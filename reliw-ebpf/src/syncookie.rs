@@ -24,11 +24,11 @@ use aya_ebpf::{
 };
 use reliw_common::{DEFAULT_JIFFY_NS, ShieldConfig, cookie_mode, stat};
 
-use crate::{RELIW_COOKIES, jiffies, read, read_u8, write};
+use crate::{
+    ETH_HEADER_LEN as ETH_LEN, IPV4_HEADER_MIN_LEN as IPV4_LEN, IPV6_HEADER_LEN as IPV6_LEN,
+    RELIW_COOKIES, jiffies, read, read_u8, write,
+};
 
-const ETH_LEN: usize = 14;
-const IPV4_LEN: usize = 20;
-const IPV6_LEN: usize = 40;
 const TCP_MIN_LEN: usize = 20;
 /// Our SYN-ACK's header: the fixed part and one MSS option.
 const REPLY_TCP_LEN: usize = 24;

@@ -204,16 +204,15 @@ pub fn run(config: Config, config_path: Option<PathBuf>, io: IoMode) -> Result<(
     let mut shield = if config.shield.interfaces.is_empty() {
         Shield::disabled()
     } else {
-        let plan =
-            crate::shield::rate::plan(&config.shield.rate_limit, crate::shield::clock::tick());
+        let tick = crate::shield::clock::tick();
+        let plan = crate::shield::rate::plan(&config.shield.rate_limit, tick);
         for (key, raised) in [
             ("packet_burst", plan.raised.0),
             ("syn_burst", plan.raised.1),
         ] {
             if let Some(burst) = raised {
                 tracing::warn!(
-                    "shield.rate_limit.{key} raised to {burst}: the XDP clock ticks every {:?}, and a smaller burst would cap the rate",
-                    crate::shield::clock::tick()
+                    "shield.rate_limit.{key} raised to {burst}: the XDP clock ticks every {tick:?}, and a smaller burst would cap the rate"
                 );
             }
         }

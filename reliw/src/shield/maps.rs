@@ -357,6 +357,20 @@ impl ShieldMaps {
         Ok(removed)
     }
 
+    /// The program's config entry.
+    fn config_entry(&self) -> Result<ShieldConfig, ShieldError> {
+        self.config.get(&0, 0).map_err(map_err(names::CONFIG))
+    }
+
+    /// Changes one part of the config entry; takes effect on the next packet.
+    fn update_config(&mut self, change: impl FnOnce(&mut ShieldConfig)) -> Result<(), ShieldError> {
+        let mut config = self.config_entry()?;
+        change(&mut config);
+        self.config
+            .set(0, config, 0)
+            .map_err(map_err(names::CONFIG))
+    }
+
     /// Tells the program which tries hold rules (`ShieldConfig::rules`), so
     /// it skips lookups in empty ones. Called after every trie change and on
     /// every sweep: two processes changing rules at the same instant could
@@ -369,12 +383,8 @@ impl ShieldMaps {
         if self.deny.keys().next().is_some() {
             want |= rules::DENY;
         }
-        let mut config = self.config.get(&0, 0).map_err(map_err(names::CONFIG))?;
-        if config.rules != want {
-            config.rules = want;
-            self.config
-                .set(0, config, 0)
-                .map_err(map_err(names::CONFIG))?;
+        if self.config_entry()?.rules != want {
+            self.update_config(|c| c.rules = want)?;
         }
         Ok(())
     }
@@ -424,8 +434,7 @@ impl ShieldMaps {
 
     /// The SYN cookie settings the program applies.
     pub fn syn_cookies(&self) -> Result<reliw_common::SynCookies, ShieldError> {
-        let config = self.config.get(&0, 0).map_err(map_err(names::CONFIG))?;
-        Ok(config.syn_cookies)
+        Ok(self.config_entry()?.syn_cookies)
     }
 
     /// Sets the SYN cookie settings; takes effect on the next packet.
@@ -433,21 +442,13 @@ impl ShieldMaps {
         &mut self,
         cookies: reliw_common::SynCookies,
     ) -> Result<(), ShieldError> {
-        let mut config = self.config.get(&0, 0).map_err(map_err(names::CONFIG))?;
-        config.syn_cookies = cookies;
-        self.config
-            .set(0, config, 0)
-            .map_err(map_err(names::CONFIG))
+        self.update_config(|c| c.syn_cookies = cookies)
     }
 
     /// Tells the program the length of a jiffy (its budgets' clock).
     pub fn set_jiffy_ns(&mut self, jiffy_ns: u64) -> Result<(), ShieldError> {
-        let mut config = self.config.get(&0, 0).map_err(map_err(names::CONFIG))?;
-        if config.jiffy_ns != jiffy_ns {
-            config.jiffy_ns = jiffy_ns;
-            self.config
-                .set(0, config, 0)
-                .map_err(map_err(names::CONFIG))?;
+        if self.config_entry()?.jiffy_ns != jiffy_ns {
+            self.update_config(|c| c.jiffy_ns = jiffy_ns)?;
         }
         Ok(())
     }
@@ -460,34 +461,24 @@ impl ShieldMaps {
 
     /// Whether the program only counts what it would drop.
     pub fn dry_run(&self) -> Result<bool, ShieldError> {
-        let config = self.config.get(&0, 0).map_err(map_err(names::CONFIG))?;
-        Ok(config.dry_run != 0)
+        Ok(self.config_entry()?.dry_run != 0)
     }
 
     /// Switches dry-run mode; takes effect on the next packet.
     pub fn set_dry_run(&mut self, on: bool) -> Result<(), ShieldError> {
-        let mut config = self.config.get(&0, 0).map_err(map_err(names::CONFIG))?;
-        config.dry_run = u32::from(on);
-        self.config
-            .set(0, config, 0)
-            .map_err(map_err(names::CONFIG))
+        self.update_config(|c| c.dry_run = u32::from(on))
     }
 
     /// The per-source budgets the program applies.
     pub fn rate_limits(&self) -> Result<RateLimits, ShieldError> {
-        let config = self.config.get(&0, 0).map_err(map_err(names::CONFIG))?;
-        Ok(config.rate)
+        Ok(self.config_entry()?.rate)
     }
 
     /// Sets the per-source budgets (all zero: off); takes effect on the
     /// next packet. Sources keep their state, so changing a rate does not
     /// hand every source a fresh burst.
     pub fn set_rate_limits(&mut self, limits: RateLimits) -> Result<(), ShieldError> {
-        let mut config = self.config.get(&0, 0).map_err(map_err(names::CONFIG))?;
-        config.rate = limits;
-        self.config
-            .set(0, config, 0)
-            .map_err(map_err(names::CONFIG))
+        self.update_config(|c| c.rate = limits)
     }
 
     /// Removes bans whose expiry has passed; returns how many. Budget

@@ -340,6 +340,20 @@ impl Shield {
         self.maps().map_or(Ok(Listing::default()), |m| m.list())
     }
 
+    /// The loaded XDP program (`None` when disabled), for test runs.
+    fn loaded_program(&self) -> Result<Option<&aya::programs::Xdp>, ShieldError> {
+        let Some(active) = self.active.as_ref() else {
+            return Ok(None);
+        };
+        active
+            .ebpf
+            .program(reliw_common::PROGRAM_NAME)
+            .ok_or(ShieldError::MissingProgram)?
+            .try_into()
+            .map(Some)
+            .map_err(loader::program_error)
+    }
+
     /// Runs the loaded program `repeat` times on `frame` without attaching
     /// it (`BPF_PROG_TEST_RUN`): the XDP action and the kernel's mean time
     /// per run. Counters and maps are those of the live shield. `None` when
@@ -349,16 +363,10 @@ impl Shield {
         frame: &[u8],
         repeat: u32,
     ) -> Result<Option<(u32, Duration)>, ShieldError> {
-        use aya::programs::{TestRun, TestRunOptions, Xdp};
-        let Some(active) = self.active.as_ref() else {
+        use aya::programs::{TestRun, TestRunOptions};
+        let Some(program) = self.loaded_program()? else {
             return Ok(None);
         };
-        let program: &Xdp = active
-            .ebpf
-            .program(reliw_common::PROGRAM_NAME)
-            .ok_or(ShieldError::MissingProgram)?
-            .try_into()
-            .map_err(loader::program_error)?;
         let result = program
             .test_run(TestRunOptions {
                 data_in: Some(frame),
@@ -378,16 +386,10 @@ impl Shield {
     /// Runs the loaded program once on `frame` and returns the action and
     /// the frame as the program left it (what `XDP_TX` would send).
     pub fn test_run_frame(&self, frame: &[u8]) -> Result<Option<(u32, Vec<u8>)>, ShieldError> {
-        use aya::programs::{TestRun, TestRunOptions, Xdp};
-        let Some(active) = self.active.as_ref() else {
+        use aya::programs::{TestRun, TestRunOptions};
+        let Some(program) = self.loaded_program()? else {
             return Ok(None);
         };
-        let program: &Xdp = active
-            .ebpf
-            .program(reliw_common::PROGRAM_NAME)
-            .ok_or(ShieldError::MissingProgram)?
-            .try_into()
-            .map_err(loader::program_error)?;
         // Room for a frame the program grows.
         let mut out = vec![0u8; frame.len() + 256];
         let result = program
