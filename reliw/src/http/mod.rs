@@ -6,8 +6,10 @@
 //! - [`request`]: request heads, limits, smuggling checks.
 //! - [`body`]: Content-Length and chunked body decoding.
 //! - [`response`]: status codes and response head encoding.
+//! - [`headers`]: field-value grammar shared with the upstream parser.
 
 pub mod body;
+pub mod headers;
 pub mod request;
 pub mod response;
 

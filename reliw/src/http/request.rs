@@ -5,7 +5,7 @@
 //! [`parse_head`] distinguishes *need more bytes* (`Ok(None)`) from
 //! *invalid* (`Err`), and never looks past the end of the head.
 
-use super::Status;
+use super::{Status, headers};
 
 /// Size limits for a request head.
 #[derive(Clone, Copy, Debug)]
@@ -299,14 +299,6 @@ fn trim(v: &[u8]) -> &[u8] {
     &v[start..end]
 }
 
-fn tokens(value: &[u8]) -> impl Iterator<Item = String> + '_ {
-    value
-        .split(|&b| b == b',')
-        .map(trim)
-        .filter(|t| !t.is_empty())
-        .map(|t| String::from_utf8_lossy(t).to_ascii_lowercase())
-}
-
 fn validate(
     method: Method,
     raw_target: &str,
@@ -316,7 +308,8 @@ fn validate(
     let mut host: Option<String> = None;
     let mut host_count = 0;
     let mut content_length: Option<u64> = None;
-    let mut transfer_codings: Vec<String> = Vec::new();
+    // Transfer codings: how many, how many say chunked, and the last one.
+    let (mut codings, mut chunked_codings, mut last_chunked) = (0usize, 0usize, false);
     let mut saw_te = false;
     let mut close = false;
     let mut keep_alive_token = false;
@@ -331,20 +324,20 @@ fn validate(
                 if content_length.is_some() {
                     return Err(bad("several Content-Length headers"));
                 }
-                content_length = Some(parse_content_length(value)?);
+                content_length =
+                    Some(headers::content_length(value).ok_or(bad("invalid Content-Length"))?);
             }
             "transfer-encoding" => {
                 saw_te = true;
-                transfer_codings.extend(tokens(value));
+                for t in headers::tokens(value) {
+                    last_chunked = t.eq_ignore_ascii_case(b"chunked");
+                    codings += 1;
+                    chunked_codings += usize::from(last_chunked);
+                }
             }
             "connection" => {
-                for t in tokens(value) {
-                    match t.as_str() {
-                        "close" => close = true,
-                        "keep-alive" => keep_alive_token = true,
-                        _ => {}
-                    }
-                }
+                close |= headers::has_token(value, "close");
+                keep_alive_token |= headers::has_token(value, "keep-alive");
             }
             "expect" => {
                 if value.eq_ignore_ascii_case(b"100-continue") {
@@ -371,11 +364,10 @@ fn validate(
             if minor_version == 0 {
                 return Err(bad("Transfer-Encoding in an HTTP/1.0 request"));
             }
-            match transfer_codings.as_slice() {
-                [only] if only == "chunked" => BodyFraming::Chunked,
-                [earlier @ .., last]
-                    if last == "chunked" && !earlier.iter().any(|c| c == "chunked") =>
-                {
+            match (codings, chunked_codings, last_chunked) {
+                (1, 1, true) => BodyFraming::Chunked,
+                // Other codings before one final chunked: well formed, not ours.
+                (_, 1, true) => {
                     return Err(HeadError {
                         status: Status::NOT_IMPLEMENTED,
                         reason: "unsupported transfer coding",
@@ -400,17 +392,6 @@ fn validate(
         keep_alive,
         expect_continue,
     })
-}
-
-/// Content-Length: 1*DIGIT, nothing else (no sign, no list, no spaces).
-fn parse_content_length(value: &[u8]) -> Result<u64, HeadError> {
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
-        return Err(bad("invalid Content-Length"));
-    }
-    std::str::from_utf8(value)
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .ok_or(bad("invalid Content-Length"))
 }
 
 fn authority_of(target: &str) -> Option<&str> {

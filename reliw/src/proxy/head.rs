@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use super::target::ProxyTarget;
-use crate::http::{BodyFraming, Method, RequestHead};
+use crate::http::{BodyFraming, Method, RequestHead, headers};
 
 /// Who the request is forwarded for.
 pub struct Forwarding<'a> {
@@ -49,20 +49,18 @@ fn is_hop_by_hop(name: &str) -> bool {
             .is_some_and(|p| p.eq_ignore_ascii_case("proxy-"))
 }
 
-/// The lower-cased tokens of every `Connection` field.
-fn connection_tokens<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> Vec<String> {
-    let mut tokens = Vec::new();
-    for (name, value) in headers {
-        if name.eq_ignore_ascii_case("connection") {
-            for t in String::from_utf8_lossy(value).split(',') {
-                let t = t.trim().to_ascii_lowercase();
-                if !t.is_empty() {
-                    tokens.push(t);
-                }
-            }
-        }
-    }
-    tokens
+/// Whether one of the `Connection` fields among `headers` names the
+/// field `name` (or the option, e.g. `upgrade`), case-insensitively.
+fn connection_names<'a>(
+    mut headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+    name: &str,
+) -> bool {
+    headers.any(|(n, v)| n.eq_ignore_ascii_case("connection") && headers::has_token(v, name))
+}
+
+/// The fields of a request, as `connection_names` takes them.
+fn request_fields(req: &RequestHead) -> impl Iterator<Item = (&str, &[u8])> {
+    req.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
 }
 
 /// The protocol a request asks to switch to (`Upgrade` with `Connection:
@@ -71,8 +69,7 @@ pub fn upgrade(req: &RequestHead) -> Option<&[u8]> {
     if req.method != Method::Get || req.minor_version == 0 {
         return None;
     }
-    let tokens = connection_tokens(req.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
-    if !tokens.iter().any(|t| t == "upgrade") {
+    if !connection_names(request_fields(req), "upgrade") {
         return None;
     }
     req.header("upgrade").filter(|v| !v.is_empty())
@@ -104,11 +101,10 @@ pub fn request_head(req: &RequestHead, fwd: &Forwarding<'_>, out: &mut Vec<u8>) 
     out.extend_from_slice(req.target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     push_field(out, "host", target.authority.as_bytes());
-    let named = connection_tokens(req.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
     let mut forwarded_for: Option<Vec<u8>> = None;
     for (name, value) in &req.headers {
         let name = name.as_str();
-        if is_hop_by_hop(name) || named.iter().any(|t| t == name) {
+        if is_hop_by_hop(name) || connection_names(request_fields(req), name) {
             continue;
         }
         match name {
@@ -192,8 +188,7 @@ pub struct UpstreamHead {
     reason: std::ops::Range<usize>,
     /// (name, value) of each field, in arrival order, as ranges of `raw`.
     fields: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
-    /// The tokens of its `Connection` fields, lower-cased.
-    connection: Vec<String>,
+
     pub framing: ResponseFraming,
     /// The upstream keeps the connection for another request after this one.
     pub reusable: bool,
@@ -262,11 +257,12 @@ pub fn parse_response(
             )
         })
         .collect();
-    let tokens = connection_tokens(resp.headers.iter().map(|h| (h.name, h.value)));
+    let says =
+        |token: &str| connection_names(resp.headers.iter().map(|h| (h.name, h.value)), token);
     let mut reusable = if minor == 0 {
-        tokens.iter().any(|t| t == "keep-alive")
+        says("keep-alive")
     } else {
-        !tokens.iter().any(|t| t == "close")
+        !says("close")
     };
     let headers = &*resp.headers;
     let field = |name: &'static str| {
@@ -293,16 +289,11 @@ pub fn parse_response(
             ResponseFraming::UntilClose
         }
     } else if field("content-length").next().is_some() {
+        // A list of equal values is one length (RFC 9110 8.6); any other
+        // difference is a response we cannot delimit.
         let mut length: Option<u64> = None;
         for part in field("content-length").flat_map(|v| v.split(|b| *b == b',')) {
-            let part = part.trim_ascii();
-            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-                return Err("invalid Content-Length");
-            }
-            let n: u64 = std::str::from_utf8(part)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or("invalid Content-Length")?;
+            let n = headers::content_length(part.trim_ascii()).ok_or("invalid Content-Length")?;
             if length.is_some_and(|l| l != n) {
                 return Err("conflicting Content-Length values");
             }
@@ -321,7 +312,6 @@ pub fn parse_response(
         raw: raw.to_vec(),
         reason,
         fields,
-        connection: tokens,
         framing,
         reusable,
     };
@@ -383,7 +373,6 @@ pub fn response_head(up: &UpstreamHead, side: &ClientSide<'_>, out: &mut Vec<u8>
         }
     );
     let switching = up.status == 101;
-    let named = &up.connection;
     let mut dated = false;
     for (name, value) in up.headers() {
         let is = |n: &str| name.eq_ignore_ascii_case(n);
@@ -391,7 +380,7 @@ pub fn response_head(up: &UpstreamHead, side: &ClientSide<'_>, out: &mut Vec<u8>
             push_field(out, name, value);
             continue;
         }
-        if is_hop_by_hop(name) || named.iter().any(|t| is(t)) {
+        if is_hop_by_hop(name) || connection_names(up.headers(), name) {
             continue;
         }
         if is("content-length") {

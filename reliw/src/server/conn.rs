@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use tokio::sync::watch;
 

@@ -11,7 +11,9 @@
 //! requests that can be sent again (idempotent, no body).
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::conn::{ReadError, read_until};
 use super::transport::Connect;

@@ -17,7 +17,11 @@
 mod conn;
 mod date;
 mod forward;
+#[cfg(test)]
+mod harness;
 mod listener;
+#[cfg(test)]
+mod tests;
 pub mod tls;
 mod transport;
 mod upstream;

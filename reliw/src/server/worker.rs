@@ -7,7 +7,9 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::watch;
 
@@ -84,7 +86,7 @@ impl BodySink {
 }
 
 impl Worker {
-    fn new(shared: Arc<Shared>) -> Self {
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
         let config = shared.config();
         let workers = config.workers.max(1) as u64;
         let limits = cache::Limits {
