@@ -17,6 +17,8 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::Read as _;
 use std::rc::Rc;
+
+use super::respond::Fields;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -38,8 +40,8 @@ pub enum Content {
 pub struct Entry {
     pub content: Content,
     pub meta: Meta,
-    pub etag: String,
-    pub content_type: String,
+    /// Its validators and type, rendered once.
+    pub fields: Fields,
     checked: std::cell::Cell<Instant>,
 }
 
@@ -108,8 +110,7 @@ impl FileCache {
             }
             self.remove(&key);
         }
-        let etag = opened.meta.etag();
-        let content_type = opened.meta.content_type();
+        let fields = Fields::of(&opened.meta);
         let OpenFile { file, meta } = opened;
         let cacheable = meta.size <= self.limits.max_file;
         let content = if meta.size >= self.limits.sendfile_min {
@@ -126,8 +127,7 @@ impl FileCache {
                 return Ok(Rc::new(Entry {
                     content: Content::Bytes(Bytes::from(data)),
                     meta,
-                    etag,
-                    content_type,
+                    fields,
                     checked: std::cell::Cell::new(now),
                 }));
             }
@@ -136,8 +136,7 @@ impl FileCache {
         let entry = Rc::new(Entry {
             content,
             meta,
-            etag,
-            content_type,
+            fields,
             checked: std::cell::Cell::new(now),
         });
         if cacheable {

@@ -1,10 +1,30 @@
 //! The response to a GET or HEAD of a file: validators, conditional
 //! requests (304 for GET only), single byte ranges (206/416), HEAD.
 
+use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::Meta;
 use crate::http::{Method, RequestHead, ResponseHead, Status};
+
+/// A file's response fields, rendered once when it enters the cache and
+/// shared by every response that sends it.
+#[derive(Clone, Debug)]
+pub struct Fields {
+    pub etag: Rc<str>,
+    pub content_type: Rc<str>,
+    pub last_modified: Rc<str>,
+}
+
+impl Fields {
+    pub fn of(meta: &Meta) -> Self {
+        Self {
+            etag: Rc::from(meta.etag()),
+            content_type: Rc::from(meta.content_type()),
+            last_modified: Rc::from(crate::http::response::http_date(meta.modified)),
+        }
+    }
+}
 
 /// Which bytes of the file follow the head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,12 +44,14 @@ pub struct Plan {
 pub const DEFAULT_CACHE_CONTROL: &str = "max-age=86400";
 
 /// Plans the response to `req` (GET or HEAD) for a file with `meta`.
-pub fn plan(req: &RequestHead, meta: &Meta, etag: &str, content_type: &str) -> Plan {
-    let last_modified = crate::http::response::http_date(meta.modified);
-    let mut head = ResponseHead::new(Status::OK)
-        .header("Content-Type", content_type)
-        .header("ETag", etag)
-        .header("Last-Modified", last_modified)
+pub fn plan(req: &RequestHead, meta: &Meta, fields: &Fields) -> Plan {
+    let etag = &*fields.etag;
+    let mut head = ResponseHead::new(Status::OK);
+    head.headers.reserve(6);
+    let mut head = head
+        .header("Content-Type", Rc::clone(&fields.content_type))
+        .header("ETag", Rc::clone(&fields.etag))
+        .header("Last-Modified", Rc::clone(&fields.last_modified))
         .header("Cache-Control", DEFAULT_CACHE_CONTROL)
         .header("Accept-Ranges", "bytes");
     let is_get = req.method == Method::Get;
@@ -67,7 +89,7 @@ pub fn plan(req: &RequestHead, meta: &Meta, etag: &str, content_type: &str) -> P
                 head.status = Status::PARTIAL_CONTENT;
                 head.headers.push((
                     "Content-Range",
-                    format!("bytes {}-{}/{}", s, s + l - 1, meta.size),
+                    format!("bytes {}-{}/{}", s, s + l - 1, meta.size).into(),
                 ));
             }
         }

@@ -15,7 +15,7 @@ pub mod response;
 
 pub use body::{BodyDecoder, BodyError};
 pub use request::{BodyFraming, HeadError, Limits, Method, RequestHead, parse_head};
-pub use response::{ResponseHead, Status};
+pub use response::{HeaderValue, ResponseHead, Status};
 
 /// Parses a whole request head for unit tests elsewhere in the crate.
 #[cfg(test)]

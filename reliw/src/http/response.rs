@@ -1,6 +1,6 @@
 //! Response heads: status codes, reasons, and the encoder.
 
-use std::fmt::Write as _;
+use std::rc::Rc;
 use std::time::SystemTime;
 
 /// An HTTP status code.
@@ -87,7 +87,7 @@ pub struct ResponseHead {
     pub status: Status,
     /// Extra header fields (`Date`, `Server`, `Content-Length` and
     /// `Connection` are written by [`ResponseHead::encode`]).
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: Vec<(&'static str, HeaderValue)>,
     /// Fields whose names are only known at run time (a Lua page's),
     /// checked by the caller to be tokens with values free of CR/LF.
     pub named_headers: Vec<(String, String)>,
@@ -111,37 +111,111 @@ impl ResponseHead {
         }
     }
 
-    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+    pub fn header(mut self, name: &'static str, value: impl Into<HeaderValue>) -> Self {
         self.headers.push((name, value.into()));
         self
     }
 
+    /// The value of an extra field, by name as written.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// Appends the head to `out`. `date` is the `Date` value (see [`http_date`]).
+    /// Copies only: no formatting machinery on the response path.
     pub fn encode(&self, date: &str, out: &mut Vec<u8>) {
-        let mut text = String::with_capacity(256);
-        let _ = write!(
-            text,
-            "HTTP/1.1 {} {}\r\nServer: reliw\r\nDate: {date}\r\n",
-            self.status.code(),
-            self.status.reason()
-        );
+        out.extend_from_slice(b"HTTP/1.1 ");
+        push_decimal(out, u64::from(self.status.code()));
+        out.push(b' ');
+        out.extend_from_slice(self.status.reason().as_bytes());
+        out.extend_from_slice(b"\r\nServer: reliw\r\nDate: ");
+        out.extend_from_slice(date.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        let mut field = |name: &str, value: &str| {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        };
         for (name, value) in &self.headers {
-            let _ = write!(text, "{name}: {value}\r\n");
+            field(name, value.as_str());
         }
         for (name, value) in &self.named_headers {
-            let _ = write!(text, "{name}: {value}\r\n");
+            field(name, value);
         }
         if !self.status.has_no_body() {
-            let _ = write!(text, "Content-Length: {}\r\n", self.content_length);
+            out.extend_from_slice(b"Content-Length: ");
+            push_decimal(out, self.content_length);
+            out.extend_from_slice(b"\r\n");
         }
         if self.close {
-            text.push_str("Connection: close\r\n");
+            out.extend_from_slice(b"Connection: close\r\n");
         } else if self.keep_alive_10 {
-            text.push_str("Connection: keep-alive\r\n");
+            out.extend_from_slice(b"Connection: keep-alive\r\n");
         }
-        text.push_str("\r\n");
-        out.extend_from_slice(text.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
+}
+
+/// A header value: fixed text, text shared with a cache entry (an ETag,
+/// a content type rendered once), or made for this response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeaderValue {
+    Static(&'static str),
+    Shared(Rc<str>),
+    Owned(String),
+}
+
+impl HeaderValue {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Static(s) => s,
+            Self::Shared(s) => s,
+            Self::Owned(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Display for HeaderValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&'static str> for HeaderValue {
+    fn from(s: &'static str) -> Self {
+        Self::Static(s)
+    }
+}
+
+impl From<String> for HeaderValue {
+    fn from(s: String) -> Self {
+        Self::Owned(s)
+    }
+}
+
+impl From<Rc<str>> for HeaderValue {
+    fn from(s: Rc<str>) -> Self {
+        Self::Shared(s)
+    }
+}
+
+/// Appends `n` in decimal.
+pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// The IMF-fixdate form of a time, for `Date` and `Last-Modified`.
@@ -171,6 +245,15 @@ mod tests {
         let text = String::from_utf8(out).unwrap_or_default();
         assert!(!text.contains("Content-Length"), "{text}");
         assert!(text.ends_with("Connection: close\r\n\r\n"));
+    }
+
+    #[test]
+    fn decimals_are_written_without_formatting() {
+        for n in [0u64, 7, 10, 1234, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes());
+        }
     }
 
     #[test]

@@ -86,7 +86,6 @@ impl Transport for Memory {
 
 /// One worker of a server, with its site in the memory store.
 pub(crate) struct Harness {
-    #[allow(dead_code, reason = "read by the exchange tests of the next step")]
     pub(crate) shared: Arc<Shared>,
     pub(crate) worker: Rc<Worker>,
     pub(crate) store: Arc<MemoryStore>,

@@ -1,8 +1,13 @@
 //! The server process: listeners, worker threads, signals.
 //!
 //! - `listener`: SO_REUSEPORT sockets, one per worker and address.
-//! - `worker`: one thread and runtime per worker, its accept loops.
+//! - `accept`: one thread and runtime per worker, its accept loops.
+//! - `worker`: a worker's state (site, caches, body budget).
 //! - `conn`: the per-connection driver around the sans-IO codec.
+//! - `exchange`: one request, head to last byte; `finish`: its metrics
+//!   and access-log line, once per request.
+//! - `forward`: a proxied exchange (acquire, send, await head, relay).
+//! - `deadline`: reads with a deadline on tokio's clock.
 //! - `transport`: the I/O seam (tokio-uring or epoll).
 //! - `date`: the cached `Date` header.
 //!
@@ -14,8 +19,12 @@
 //! the process exits 0. SIGHUP reloads the config file: a bad one is logged
 //! and the old one kept.
 
+mod accept;
 mod conn;
 mod date;
+mod deadline;
+mod exchange;
+mod finish;
 mod forward;
 #[cfg(test)]
 mod harness;
@@ -174,7 +183,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, io: IoMode) -> Result<(
         Some(ssl) => Some(tls::load(ssl)?),
         None => None,
     };
-    let mut per_worker: Vec<Vec<worker::Listening>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut per_worker: Vec<Vec<accept::Listening>> = (0..workers).map(|_| Vec::new()).collect();
     // (port, TLS?): RELIW serves TLS on `port` when `ssl` is set; with
     // `ssl.port` plain HTTP stays on `port` and TLS goes there.
     let ports: Vec<(u16, bool)> = match &config.ssl {
@@ -193,7 +202,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, io: IoMode) -> Result<(
             let (listeners, bound) = listener::bind_reuseport(addr, workers, config.backlog)
                 .map_err(|source| ServerError::Listen { addr, source })?;
             for (slot, l) in per_worker.iter_mut().zip(listeners) {
-                slot.push(worker::Listening {
+                slot.push(accept::Listening {
                     socket: l,
                     tls: is_tls,
                 });
@@ -291,8 +300,8 @@ pub fn run(config: Config, config_path: Option<PathBuf>, io: IoMode) -> Result<(
             .name(format!("reliw-worker-{i}"))
             .spawn(move || {
                 let result = match io {
-                    IoMode::Uring | IoMode::Auto => worker::run_uring(listeners, shared, rx),
-                    IoMode::Epoll => worker::run_epoll(listeners, shared, rx),
+                    IoMode::Uring | IoMode::Auto => accept::run_uring(listeners, shared, rx),
+                    IoMode::Epoll => accept::run_epoll(listeners, shared, rx),
                 };
                 if let Err(e) = result {
                     tracing::error!(worker = i, error = %e, "worker failed");

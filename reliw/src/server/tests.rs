@@ -233,3 +233,31 @@ fn a_cached_site_keeps_serving_when_the_store_entry_goes() {
         c.finished().await;
     });
 }
+
+/// The value of one sample line of the node's `/metrics` text.
+fn metric(h: &Harness, name: &str) -> f64 {
+    let mut text = String::new();
+    h.shared.node.encode(&mut text);
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+#[test]
+fn every_answer_is_timed_and_its_bytes_counted_even_a_bad_head() {
+    let site = files();
+    run(|| async {
+        let h = harness(&site);
+        let mut c = h.connect();
+        let ok = c.get("site.test", "/").await;
+        c.send(b"GET / HTTP/1.1\r\nHost: site.test\r\nBad Header\r\n\r\n")
+            .await;
+        let bad = c.reply(false).await.expect("a 400");
+        assert_eq!(bad.status, 400);
+        c.finished().await;
+        assert_eq!(metric(&h, "reliw_request_duration_seconds_count"), 2.0);
+        let body = (ok.body.len() + bad.body.len()) as f64;
+        let sent = metric(&h, "reliw_response_bytes_total");
+        assert!(sent > body, "heads and bodies counted: {sent} > {body}");
+    });
+}

@@ -1,6 +1,8 @@
 //! Content as RELIW keeps it: which file a request names, and the `FILES`
 //! record of it (content, sha256 hash, size, MIME type, title).
 
+use std::rc::Rc;
+
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
@@ -16,12 +18,21 @@ pub struct Blob {
     /// MIME type without parameters (`text/markdown`).
     pub mime: String,
     pub title: String,
+    /// `"<hash>"` and the Content-Type for the raw content, rendered once.
+    pub etag: Rc<str>,
+    pub content_type: Rc<str>,
 }
 
 impl Blob {
     pub fn new(content: Bytes, mime: String, title: String) -> Self {
+        Self::with_hash(sha256_hex(&content), content, mime, title)
+    }
+
+    fn with_hash(hash: String, content: Bytes, mime: String, title: String) -> Self {
         Self {
-            hash: sha256_hex(&content),
+            etag: Rc::from(format!("\"{hash}\"")),
+            content_type: Rc::from(content_type(&mime)),
+            hash,
             content,
             mime,
             title,
@@ -42,16 +53,13 @@ impl Blob {
             }
         }
         let content = content?;
-        Some(Self {
-            hash: hash
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| sha256_hex(&content)),
-            mime: mime
-                .filter(|m| !m.is_empty())
-                .unwrap_or_else(|| mime_of(name)),
-            title,
-            content,
-        })
+        let hash = hash
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| sha256_hex(&content));
+        let mime = mime
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| mime_of(name));
+        Some(Self::with_hash(hash, content, mime, title))
     }
 
     /// Whether this is markdown or djot (rendered to HTML).

@@ -91,7 +91,7 @@ pub struct EntryMeta {
     pub title: Option<String>,
     pub css_file: Option<String>,
     pub favicon_file: Option<String>,
-    pub cache_control: Option<String>,
+    pub cache_control: Option<std::rc::Rc<str>>,
     pub auth: Option<Auth>,
     pub rate_limit: Option<RateLimit>,
     /// Per-status error images (`"404": "/img/404.png"`).
@@ -182,7 +182,7 @@ impl EntryMeta {
             title: raw.title,
             css_file: raw.css_file,
             favicon_file: raw.favicon_file,
-            cache_control: raw.cache_control,
+            cache_control: raw.cache_control.map(std::rc::Rc::from),
             auth,
             rate_limit,
             error: raw.error,

@@ -41,7 +41,7 @@ use crate::files::cache::{Content, FileCache};
 use crate::files::respond::{BodyPlan, DEFAULT_CACHE_CONTROL, plan};
 use crate::files::validate::{normalise_host, relative_path};
 use crate::files::{FileError, Files};
-use crate::http::{BodyFraming, Method, RequestHead, ResponseHead, Status};
+use crate::http::{BodyFraming, HeaderValue, Method, RequestHead, ResponseHead, Status};
 use crate::look::Look;
 use crate::lua::{LuaError, LuaRuntime};
 use crate::metrics::NodeMetrics;
@@ -71,7 +71,6 @@ pub enum Front {
     Proxy {
         target: Rc<ProxyTarget>,
         host: String,
-        client: IpAddr,
     },
     /// Served here: routes, auth, content ([`Site::handle_local`]).
     Local(Local),
@@ -98,14 +97,15 @@ pub struct Response {
 }
 
 impl Response {
-    /// A short plain-text error page (no body for HEAD is handled by the caller).
+    /// A short plain-text error page (HEAD loses the body where every
+    /// response is written, `server::exchange`).
     pub fn error(status: Status) -> Self {
         let text = format!("{} {}\n", status.code(), status.reason());
         Self::bytes(status, "text/plain; charset=utf-8", Bytes::from(text))
     }
 
     /// A response with a body in memory.
-    pub fn bytes(status: Status, content_type: &str, body: Bytes) -> Self {
+    pub fn bytes(status: Status, content_type: impl Into<HeaderValue>, body: Bytes) -> Self {
         let mut head = ResponseHead::new(status).header("Content-Type", content_type);
         head.content_length = body.len() as u64;
         Self {
@@ -115,33 +115,21 @@ impl Response {
     }
 
     /// A redirect with no body and cookies to set; never stored by caches.
-    pub fn redirect(status: Status, location: &str, cookies: Vec<String>) -> Self {
+    pub fn redirect(
+        status: Status,
+        location: impl Into<HeaderValue>,
+        cookies: Vec<String>,
+    ) -> Self {
         let mut head = ResponseHead::new(status).header("Location", location);
         for cookie in cookies {
-            head.headers.push(("Set-Cookie", cookie));
+            head.headers.push(("Set-Cookie", HeaderValue::from(cookie)));
         }
         head.headers
-            .push(("Cache-Control", String::from("no-store")));
+            .push(("Cache-Control", HeaderValue::Static("no-store")));
         Self {
             head,
             body: Body::Empty,
         }
-    }
-
-    /// Drops the body but keeps the headers (HEAD).
-    pub fn without_body(mut self) -> Self {
-        self.body = Body::Empty;
-        self
-    }
-}
-
-/// Serves static files for GET and HEAD (the `static` backend).
-pub fn serve_static(req: &RequestHead, files: &mut Files, cache: &mut FileCache) -> Response {
-    let response = static_response(req, files, cache);
-    if req.method == Method::Head {
-        response.without_body()
-    } else {
-        response
     }
 }
 
@@ -167,7 +155,9 @@ fn static_response(req: &RequestHead, files: &mut Files, cache: &mut FileCache) 
     };
     if !matches!(req.method, Method::Get | Method::Head) {
         let mut r = Response::error(Status::METHOD_NOT_ALLOWED);
-        r.head.headers.push(("Allow", String::from("GET, HEAD")));
+        r.head
+            .headers
+            .push(("Allow", HeaderValue::Static("GET, HEAD")));
         return r;
     }
     file_response(req, files, cache, &host, &rel, None)
@@ -184,14 +174,14 @@ fn file_response(
 ) -> Response {
     match cache.get(files, host, rel) {
         Ok(entry) => {
-            let mut p = plan(req, &entry.meta, &entry.etag, &entry.content_type);
+            let mut p = plan(req, &entry.meta, &entry.fields);
             match cache_control {
                 // RELIW's rules gave none: no Cache-Control (validators stay).
                 Some("") => p.head.headers.retain(|(name, _)| *name != "Cache-Control"),
                 Some(cc) => {
                     for (name, value) in &mut p.head.headers {
                         if *name == "Cache-Control" {
-                            *value = cc.to_owned();
+                            *value = HeaderValue::from(cc.to_owned());
                         }
                     }
                 }
@@ -332,29 +322,17 @@ impl Site {
 
     /// The first steps of the pipeline (host, WAF, proxy): whether the
     /// request is answered already, forwarded, or served here. Decided
-    /// before the body is read, so a proxied body can stream.
-    pub async fn front(&self, req: &RequestHead, peer: IpAddr, config: &Config) -> Front {
-        let client = if config.trusted_proxies.is_empty() {
-            peer.to_canonical()
-        } else {
-            crate::client_ip::client_address(
-                peer,
-                req,
-                &config.trusted_proxy_cidrs,
-                &config.client_ip_header,
-            )
-        };
+    /// before the body is read, so a proxied body can stream. `client`:
+    /// the peer, or what a trusted proxy said.
+    pub async fn front(&self, req: &RequestHead, client: IpAddr, config: &Config) -> Front {
         if let Some(why) = &self.unusable {
             if self.store_log.ready() {
                 tracing::error!(error = why, "store unusable; answering 503");
             }
             let mut r = Response::error(Status::SERVICE_UNAVAILABLE);
-            r.head.headers.push(("Retry-After", String::from("1")));
-            let r = if req.method == Method::Head {
-                r.without_body()
-            } else {
-                r
-            };
+            r.head
+                .headers
+                .push(("Retry-After", HeaderValue::Static("1")));
             return Front::Respond(r);
         }
         let Some(store) = &self.store else {
@@ -363,10 +341,7 @@ impl Site {
                 client,
             });
         };
-        match self.front_steps(store, req, client, config).await {
-            Front::Respond(r) if req.method == Method::Head => Front::Respond(r.without_body()),
-            other => other,
-        }
+        self.front_steps(store, req, client, config).await
     }
 
     /// The rest of the pipeline for a request [`Site::front`] kept here.
@@ -377,18 +352,13 @@ impl Site {
         body: &RequestBody,
         config: &Config,
     ) -> Response {
-        let response = match &self.store {
+        match &self.store {
             None => {
                 let mut files = self.files.borrow_mut();
                 let mut cache = self.file_cache.borrow_mut();
                 static_response(req, &mut files, &mut cache)
             }
             Some(store) => self.local_steps(store, req, local, body, config).await,
-        };
-        if req.method == Method::Head {
-            response.without_body()
-        } else {
-            response
         }
     }
 
@@ -404,7 +374,8 @@ impl Site {
     }
 
     /// The error page for a proxied request that failed before the
-    /// upstream answered (502, 504, ...), counted in the metrics.
+    /// upstream answered (502, 504, ...); `server::finish` counts it, as
+    /// every proxied request.
     pub async fn proxy_error(
         &self,
         req: &RequestHead,
@@ -420,14 +391,9 @@ impl Site {
             client: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
             routed: true,
             meta: None,
-            counted: Cell::new(false),
+            counted: Cell::new(true),
         };
-        let r = self.error(&ctx, status).await;
-        if req.method == Method::Head {
-            r.without_body()
-        } else {
-            r
-        }
+        self.error(&ctx, status).await
     }
 
     async fn front_steps(
@@ -499,7 +465,6 @@ impl Site {
                 Ok(target) => Front::Proxy {
                     target,
                     host: ctx.host,
-                    client,
                 },
                 Err(why) => {
                     tracing::error!(
@@ -591,7 +556,9 @@ impl Site {
         // 7. Methods.
         if !meta.allows(req.method.as_str()) {
             let mut r = self.error(&ctx, Status::METHOD_NOT_ALLOWED).await;
-            r.head.headers.push(("Allow", meta.allow_header()));
+            r.head
+                .headers
+                .push(("Allow", HeaderValue::from(meta.allow_header())));
             return r;
         }
 
@@ -606,7 +573,7 @@ impl Site {
                 let mut r = self.error(&ctx, Status::TOO_MANY_REQUESTS).await;
                 r.head
                     .headers
-                    .push(("Retry-After", retry_after.to_string()));
+                    .push(("Retry-After", HeaderValue::from(retry_after.to_string())));
                 return r;
             }
             Limit::Unknown(e) => {
@@ -673,7 +640,7 @@ impl Site {
                     Response::bytes(Status::OK, "text/html; charset=utf-8", Bytes::from(html));
                 r.head
                     .headers
-                    .push(("Cache-Control", String::from("no-store")));
+                    .push(("Cache-Control", HeaderValue::Static("no-store")));
                 r
             }
             Method::Post => {
@@ -722,7 +689,7 @@ impl Site {
                 let [_, expire_redirect] = auth::expired_cookies();
                 Response::redirect(
                     Status::SEE_OTHER,
-                    target,
+                    target.to_owned(),
                     vec![auth::session_cookie(&token), expire_redirect],
                 )
             }
@@ -730,7 +697,7 @@ impl Site {
                 let mut r = self.error(ctx, Status::METHOD_NOT_ALLOWED).await;
                 r.head
                     .headers
-                    .push(("Allow", String::from("GET, HEAD, POST")));
+                    .push(("Allow", HeaderValue::Static("GET, HEAD, POST")));
                 r
             }
         }
@@ -824,7 +791,9 @@ impl Site {
     async fn unavailable(&self, ctx: &Ctx<'_>, what: &str, e: &StoreError) -> Response {
         self.store_failed(what, e);
         let mut r = self.error(ctx, Status::SERVICE_UNAVAILABLE).await;
-        r.head.headers.push(("Retry-After", String::from("1")));
+        r.head
+            .headers
+            .push(("Retry-After", HeaderValue::Static("1")));
         r
     }
 
@@ -1111,7 +1080,7 @@ impl Site {
             Some(fields) => {
                 if !fields.iter().any(|(n, _)| n == "content-type") {
                     head.headers
-                        .push(("Content-Type", String::from("text/html")));
+                        .push(("Content-Type", HeaderValue::Static("text/html")));
                 }
                 head.named_headers = fields;
                 Bytes::from(out.content)
@@ -1137,8 +1106,10 @@ impl Site {
                             .unwrap_or(page::DEFAULT_FAVICON),
                     },
                 );
-                head.headers
-                    .push(("Content-Type", String::from("text/html; charset=utf-8")));
+                head.headers.push((
+                    "Content-Type",
+                    HeaderValue::Static("text/html; charset=utf-8"),
+                ));
                 Bytes::from(html)
             }
         };
@@ -1146,10 +1117,11 @@ impl Site {
         let (set_etag, set_cc) = (page_set("etag"), page_set("cache-control"));
         if let Some(cc) = &meta.cache_control {
             if !set_etag {
-                head.headers.push(("ETag", format!("\"{hash}\"")));
+                head.headers.push(("ETag", format!("\"{hash}\"").into()));
             }
             if !set_cc {
-                head.headers.push(("Cache-Control", cc.clone()));
+                head.headers
+                    .push(("Cache-Control", HeaderValue::from(cc.clone())));
             }
         }
         self.count(ctx, status);
@@ -1402,32 +1374,35 @@ impl Site {
             let page = self.page(store, ctx, entry_id, &name, meta, &blob).await;
             (
                 page.html,
-                page.etag.to_string(),
-                String::from("text/html; charset=utf-8"),
+                page.etag,
+                HeaderValue::Static("text/html; charset=utf-8"),
             )
         } else {
             (
                 blob.content.clone(),
-                format!("\"{}\"", blob.hash),
-                content::content_type(&blob.mime),
+                Rc::clone(&blob.etag),
+                HeaderValue::Shared(Rc::clone(&blob.content_type)),
             )
         };
         let mut head = ResponseHead::new(Status::OK);
+        head.headers.reserve(4);
+        head.headers.push(("Content-Type", content_type));
         if let Some(cc) = cache_control {
-            head.headers.push(("ETag", etag.clone()));
-            head.headers.push(("Cache-Control", cc.to_owned()));
+            head.headers
+                .push(("ETag", HeaderValue::Shared(Rc::clone(&etag))));
+            head.headers
+                .push(("Cache-Control", cache_control_value(meta, cc)));
+            if ctx.req.method == Method::Get && if_none_match(ctx.req, &etag) {
+                head.status = Status::NOT_MODIFIED;
+                head.headers.remove(0);
+                return Response {
+                    head,
+                    body: Body::Empty,
+                };
+            }
         }
-        if cache_control.is_some() && ctx.req.method == Method::Get && if_none_match(ctx.req, &etag)
-        {
-            head.status = Status::NOT_MODIFIED;
-            return Response {
-                head,
-                body: Body::Empty,
-            };
-        }
-        head.headers.insert(0, ("Content-Type", content_type));
         if blob.is_markup() {
-            head.headers.push(("Vary", String::from("Accept")));
+            head.headers.push(("Vary", HeaderValue::Static("Accept")));
         }
         head.content_length = body.len() as u64;
         Response {
@@ -1504,6 +1479,15 @@ impl Site {
             }
         }
         Ok(None)
+    }
+}
+
+/// The `Cache-Control` value `cc` (the entry's, shared, or RELIW's default).
+fn cache_control_value(meta: &EntryMeta, cc: &str) -> HeaderValue {
+    match &meta.cache_control {
+        Some(own) if &**own == cc => HeaderValue::Shared(Rc::clone(own)),
+        _ if cc == DEFAULT_CACHE_CONTROL => HeaderValue::Static(DEFAULT_CACHE_CONTROL),
+        _ => HeaderValue::Owned(cc.to_owned()),
     }
 }
 
