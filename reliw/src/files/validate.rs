@@ -2,6 +2,7 @@
 //! it. This is the first of two fences: the second is the kernel
 //! (`openat2` with `RESOLVE_BENEATH`, see `files::open`).
 
+use std::borrow::Cow;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// The Host header, normalised as RELIW did: lower case, port removed,
@@ -9,7 +10,22 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 /// (underscores allowed in labels, as RELIW), `localhost`, an IPv4
 /// address or a bracketed IPv6 address.
 pub fn normalise_host(raw: &str) -> Option<String> {
-    let lower = raw.trim().to_ascii_lowercase();
+    normalised_host(raw).map(Cow::into_owned)
+}
+
+/// [`normalise_host`], borrowing from `raw` when it is lower-case
+/// already (what clients send): no allocation per request.
+pub fn normalised_host(raw: &str) -> Option<Cow<'_, str>> {
+    let trimmed = raw.trim();
+    if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
+        let lower = trimmed.to_ascii_lowercase();
+        return host_of(&lower).map(|h| Cow::Owned(h.to_owned()));
+    }
+    host_of(trimmed).map(Cow::Borrowed)
+}
+
+/// The host in a lower-case `Host` value, port and IPv6 brackets removed.
+fn host_of(lower: &str) -> Option<&str> {
     let host = if let Some(rest) = lower.strip_prefix('[') {
         let (inside, after) = rest.split_once(']')?;
         inside.parse::<Ipv6Addr>().ok()?;
@@ -17,10 +33,10 @@ pub fn normalise_host(raw: &str) -> Option<String> {
             return None;
         }
         // RELIW keys an IPv6 host without its brackets (`RLW:API:::1`).
-        return Some(inside.to_owned());
+        return Some(inside);
     } else {
         match lower.rsplit_once(':') {
-            Some((host, port)) if valid_port(port) => host.to_owned(),
+            Some((host, port)) if valid_port(port) => host,
             Some(_) => return None,
             None => lower,
         }
@@ -29,7 +45,7 @@ pub fn normalise_host(raw: &str) -> Option<String> {
     if host == crate::files::FALLBACK_HOST {
         return None;
     }
-    if host == "localhost" || host.parse::<Ipv4Addr>().is_ok() || is_dns_name(&host) {
+    if host == "localhost" || host.parse::<Ipv4Addr>().is_ok() || is_dns_name(host) {
         Some(host)
     } else {
         None
@@ -97,6 +113,57 @@ pub fn relative_path(path: &str) -> Result<Vec<u8>, BadPath> {
     Ok(out)
 }
 
+/// [`relative_path`]'s verdict without building the path: the site's
+/// front step only needs to know a path is acceptable, on every request.
+pub fn check_path(path: &str) -> Result<(), BadPath> {
+    let raw = path.as_bytes();
+    if raw.first() != Some(&b'/') {
+        return Err(BadPath("path must start with /"));
+    }
+    let refused = |b: u8| b < 0x20 || b == 0x7f || b == b'\\';
+    if raw.iter().any(|&b| refused(b)) {
+        return Err(BadPath("control byte or backslash in path"));
+    }
+    let encoded = raw.windows(3).any(|w| {
+        w[0] == b'%'
+            && [b"2e", b"2f", b"5c"]
+                .iter()
+                .any(|enc| w[1..].eq_ignore_ascii_case(&enc[..]))
+    });
+    if encoded {
+        return Err(BadPath("encoded dot, slash or backslash in path"));
+    }
+    let mut bad_decoded = false;
+    decode_each(raw, |b| bad_decoded |= refused(b))
+        .ok_or(BadPath("invalid percent escape in path"))?;
+    if bad_decoded {
+        return Err(BadPath("control byte or backslash in decoded path"));
+    }
+    // No encoded slash or dot got this far: segments and dots are literal.
+    if path.split('/').any(|segment| segment == "..") {
+        return Err(BadPath("'..' segment in path"));
+    }
+    Ok(())
+}
+
+/// Calls `each` with every byte of `raw` percent-decoded; `None` at an
+/// invalid escape.
+fn decode_each(raw: &[u8], mut each: impl FnMut(u8)) -> Option<()> {
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'%' {
+            let hi = (*raw.get(i + 1)? as char).to_digit(16)?;
+            let lo = (*raw.get(i + 2)? as char).to_digit(16)?;
+            each((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            each(raw[i]);
+            i += 1;
+        }
+    }
+    Some(())
+}
+
 pub(crate) fn percent_decode(raw: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
@@ -117,6 +184,47 @@ pub(crate) fn percent_decode(raw: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_path_agrees_with_relative_path() {
+        for path in [
+            "/",
+            "/a",
+            "/a/b.css",
+            "//a",
+            "/a/./b",
+            "/a/../b",
+            "/..",
+            "/a/..",
+            "/...",
+            "/a..b",
+            "a",
+            "",
+            "/a%20b",
+            "/%41",
+            "/%2e%2e/x",
+            "/%2E",
+            "/%2f",
+            "/%5C",
+            "/%zz",
+            "/%4",
+            "/a\\b",
+            "/a\u{7f}",
+            "/%00",
+            "/%7f",
+            "/%5c",
+            "/caf%C3%A9",
+            "/a?b=1",
+            "/a/%",
+            "/.%2e/",
+        ] {
+            assert_eq!(
+                check_path(path).is_ok(),
+                relative_path(path).is_ok(),
+                "{path:?}"
+            );
+        }
+    }
 
     #[test]
     fn hosts_are_normalised_or_refused() {

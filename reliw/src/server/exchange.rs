@@ -114,7 +114,7 @@ pub(super) async fn run<T: Transport, U: Connect>(
                 closing: close,
             };
             let outcome = forward(io, buf, head, &target, &info, cx.upstreams, cx.config).await;
-            return proxied(io, cx, head, host, outcome, close).await;
+            return proxied(io, cx, head, host.into_owned(), outcome, close).await;
         }
         Front::Respond(resp) => Err(resp),
         Front::Local(local) => Ok(local),

@@ -158,7 +158,7 @@ impl Worker {
     pub(crate) async fn handle_local(
         &self,
         head: &RequestHead,
-        local: crate::site::Local,
+        local: crate::site::Local<'_>,
         body: BodySink,
         config: &Config,
     ) -> Response {

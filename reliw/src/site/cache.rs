@@ -10,8 +10,9 @@
 //! When a bound is hit the map is emptied, which costs re-reads but needs
 //! no bookkeeping on the hot path.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,54 @@ pub struct TtlMap<K, V> {
     cap: usize,
 }
 
+/// A key of something belonging to one host, looked up as a pair of
+/// borrowed strings (`&(host, name) as &dyn HostPair`), so a cached
+/// request builds no key.
+pub trait HostPair {
+    fn host(&self) -> &str;
+    fn name(&self) -> &str;
+}
+
+impl HostPair for (String, String) {
+    fn host(&self) -> &str {
+        &self.0
+    }
+    fn name(&self) -> &str {
+        &self.1
+    }
+}
+
+impl HostPair for (&str, &str) {
+    fn host(&self) -> &str {
+        self.0
+    }
+    fn name(&self) -> &str {
+        self.1
+    }
+}
+
+impl<'a> Borrow<dyn HostPair + 'a> for (String, String) {
+    fn borrow(&self) -> &(dyn HostPair + 'a) {
+        self
+    }
+}
+
+// As the tuple hashes: each string in turn, so both forms find each other.
+impl Hash for dyn HostPair + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.host().hash(state);
+        self.name().hash(state);
+    }
+}
+
+impl PartialEq for dyn HostPair + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.host() == other.host() && self.name() == other.name()
+    }
+}
+
+impl Eq for dyn HostPair + '_ {}
+
 impl<K: Eq + Hash, V: Clone> TtlMap<K, V> {
     pub fn new(cap: usize) -> Self {
         Self {
@@ -44,14 +93,15 @@ impl<K: Eq + Hash, V: Clone> TtlMap<K, V> {
         }
     }
 
-    pub fn get<Q>(&self, key: &Q, ttl: Duration) -> Lookup<V>
+    /// The value for `key` as of `now` (read once per request).
+    pub fn get<Q>(&self, key: &Q, ttl: Duration, now: Instant) -> Lookup<V>
     where
-        K: std::borrow::Borrow<Q>,
+        K: Borrow<Q>,
         Q: Eq + Hash + ?Sized,
     {
         match self.map.get(key) {
             None => Lookup::Missing,
-            Some((at, v)) if at.elapsed() < ttl => Lookup::Fresh(v.clone()),
+            Some((at, v)) if now.saturating_duration_since(*at) < ttl => Lookup::Fresh(v.clone()),
             Some((_, v)) => Lookup::Stale(v.clone()),
         }
     }
@@ -103,6 +153,9 @@ pub type ProxyEntry = Option<Result<Rc<crate::proxy::ProxyTarget>, Rc<str>>>;
 /// Everything a worker caches from the store.
 pub struct SiteCache {
     pub ttl: Duration,
+    /// The time lookups of this request are judged by (one clock read
+    /// per request, in [`SiteCache::sync`]).
+    pub now: Instant,
     /// `P:API:<host>` (None: the host has no routes).
     pub routes: TtlMap<String, Option<Rc<Routes>>>,
     /// `P:API:<host>:<entry>`.
@@ -114,8 +167,9 @@ pub struct SiteCache {
     /// The host's look: `P:DATA:<host>:template.lua` or `:template`
     /// (None: the built-in one).
     pub templates: TtlMap<String, Option<Rc<Look>>>,
-    /// (host, request path) → the file name content resolution chose.
-    pub names: TtlMap<HostKey, Option<Rc<str>>>,
+    /// (host, request path) → the entry it was resolved for, and the
+    /// file name content resolution chose.
+    pub names: TtlMap<HostKey, (Rc<str>, Option<Rc<super::content::Name>>)>,
     /// (host, file name) → content (the in-process copy of `FILES`).
     pub blobs: TtlMap<HostKey, Rc<Blob>>,
     blob_bytes: u64,
@@ -129,6 +183,7 @@ impl SiteCache {
     pub fn new(ttl: Duration, max_blob_bytes: u64) -> Self {
         Self {
             ttl,
+            now: Instant::now(),
             routes: TtlMap::new(MAP_CAP),
             entries: TtlMap::new(MAP_CAP),
             proxies: TtlMap::new(MAP_CAP),
@@ -143,8 +198,10 @@ impl SiteCache {
         }
     }
 
-    /// Applies control messages that arrived since the last call.
+    /// Starts a request: reads the clock, and applies control messages
+    /// that arrived since the last call.
     pub fn sync(&mut self, control: &Control) {
+        self.now = Instant::now();
         let epoch = control.epoch();
         if epoch == self.seen_epoch {
             return;

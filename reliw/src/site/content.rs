@@ -71,10 +71,18 @@ impl Blob {
 /// Whether a file is processed (rendered or run) rather than sent as it
 /// is: markdown, djot and Lua, by RELIW's MIME types.
 pub fn is_processed(name: &str) -> bool {
-    matches!(
-        mime_of(name).as_str(),
-        "text/markdown" | "text/djot" | "application/lua"
-    )
+    is_processed_type(&mime_of(name))
+}
+
+fn is_processed_type(mime: &str) -> bool {
+    matches!(mime, "text/markdown" | "text/djot" | "application/lua")
+}
+
+impl Name {
+    /// [`is_processed`], from the type worked out at parse.
+    pub fn is_processed(&self) -> bool {
+        is_processed_type(&self.mime)
+    }
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
@@ -177,6 +185,8 @@ pub fn content_type(mime: &str) -> String {
 pub struct Name {
     pub key: String,
     pub rel: Vec<u8>,
+    /// Its MIME type by RELIW's table ([`mime_of`]), worked out once.
+    pub mime: String,
 }
 
 impl Name {
@@ -196,7 +206,8 @@ impl Name {
         // leading `/` of a request path, without it for an entry's `file`.
         let lead = if name.starts_with('/') { "/" } else { "" };
         let key = format!("{lead}{}", String::from_utf8_lossy(&rel));
-        Some(Self { key, rel })
+        let mime = mime_of(&key);
+        Some(Self { key, rel, mime })
     }
 
     pub fn with_suffix(&self, suffix: &str) -> Option<Self> {

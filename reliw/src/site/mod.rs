@@ -19,6 +19,7 @@ pub mod meta;
 pub mod page;
 pub mod routes;
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::hash::Hash;
@@ -29,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use self::cache::{EntryState, HostKey, Lookup, Page, SiteCache, TtlMap};
+use self::cache::{EntryState, HostKey, HostPair, Lookup, Page, SiteCache, TtlMap};
 use self::content::{Blob, Name};
 use self::control::Control;
 use self::meta::{Auth, EntryMeta};
@@ -39,7 +40,7 @@ use crate::bans::Bans;
 use crate::config::Config;
 use crate::files::cache::{Content, FileCache};
 use crate::files::respond::{BodyPlan, DEFAULT_CACHE_CONTROL, plan};
-use crate::files::validate::{normalise_host, relative_path};
+use crate::files::validate::{check_path, normalised_host, relative_path};
 use crate::files::{FileError, Files};
 use crate::http::{BodyFraming, HeaderValue, Method, RequestHead, ResponseHead, Status};
 use crate::look::Look;
@@ -64,21 +65,21 @@ pub enum Body {
 }
 
 /// Where a request goes after host validation, the WAF and the proxy check.
-pub enum Front {
+pub enum Front<'r> {
     /// Answered already (bad host, WAF block, store failure, bad proxy entry).
     Respond(Response),
     /// Forwarded to the host's upstream.
     Proxy {
         target: Rc<ProxyTarget>,
-        host: String,
+        host: Cow<'r, str>,
     },
     /// Served here: routes, auth, content ([`Site::handle_local`]).
-    Local(Local),
+    Local(Local<'r>),
 }
 
 /// A request on its way through the local steps of the pipeline.
-pub struct Local {
-    host: String,
+pub struct Local<'r> {
+    host: Cow<'r, str>,
     client: IpAddr,
 }
 
@@ -135,10 +136,10 @@ impl Response {
 
 /// The host a request is for, normalised; HTTP/1.0 without `Host` gets the
 /// fallback site. `None`: invalid.
-fn request_host(req: &RequestHead) -> Option<String> {
+fn request_host(req: &RequestHead) -> Option<Cow<'_, str>> {
     match req.host.as_deref() {
-        None => Some(crate::files::FALLBACK_HOST.to_owned()),
-        Some(raw) => normalise_host(raw),
+        None => Some(Cow::Borrowed(crate::files::FALLBACK_HOST)),
+        Some(raw) => normalised_host(raw),
     }
 }
 
@@ -149,7 +150,7 @@ fn static_response(req: &RequestHead, files: &mut Files, cache: &mut FileCache) 
     let rel = match relative_path(req.path()) {
         Ok(rel) => rel,
         Err(e) => {
-            tracing::debug!(host, path = req.path(), reason = e.0, "bad path");
+            tracing::debug!(host = &*host, path = req.path(), reason = e.0, "bad path");
             return Response::error(Status::BAD_REQUEST);
         }
     };
@@ -266,10 +267,10 @@ pub struct Site {
 }
 
 /// Where a request stands after routing, for metrics and error pages.
-struct Ctx<'a> {
-    req: &'a RequestHead,
+struct Ctx<'a, 'r> {
+    req: &'r RequestHead,
     config: &'a Config,
-    host: String,
+    host: Cow<'r, str>,
     path: &'a str,
     /// The client address (the socket peer, or what a trusted proxy said).
     client: IpAddr,
@@ -324,7 +325,12 @@ impl Site {
     /// request is answered already, forwarded, or served here. Decided
     /// before the body is read, so a proxied body can stream. `client`:
     /// the peer, or what a trusted proxy said.
-    pub async fn front(&self, req: &RequestHead, client: IpAddr, config: &Config) -> Front {
+    pub async fn front<'r>(
+        &self,
+        req: &'r RequestHead,
+        client: IpAddr,
+        config: &Config,
+    ) -> Front<'r> {
         if let Some(why) = &self.unusable {
             if self.store_log.ready() {
                 tracing::error!(error = why, "store unusable; answering 503");
@@ -337,7 +343,7 @@ impl Site {
         }
         let Some(store) = &self.store else {
             return Front::Local(Local {
-                host: String::new(),
+                host: Cow::Borrowed(""),
                 client,
             });
         };
@@ -348,7 +354,7 @@ impl Site {
     pub async fn handle_local(
         &self,
         req: &RequestHead,
-        local: Local,
+        local: Local<'_>,
         body: &RequestBody,
         config: &Config,
     ) -> Response {
@@ -386,7 +392,7 @@ impl Site {
         let ctx = Ctx {
             req,
             config,
-            host: host.to_owned(),
+            host: Cow::Owned(host.to_owned()),
             path: req.path(),
             client: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
             routed: true,
@@ -396,21 +402,21 @@ impl Site {
         self.error(&ctx, status).await
     }
 
-    async fn front_steps(
+    async fn front_steps<'r>(
         &self,
         store: &Backend,
-        req: &RequestHead,
+        req: &'r RequestHead,
         client: IpAddr,
         config: &Config,
-    ) -> Front {
+    ) -> Front<'r> {
         // 1. Host and path.
         let Some(host) = request_host(req) else {
             tracing::debug!(host = req.host.as_deref(), "invalid host");
             return Front::Respond(Response::error(Status::BAD_REQUEST));
         };
         let path = req.path();
-        if let Err(e) = relative_path(path) {
-            tracing::debug!(host, path, reason = e.0, "bad path");
+        if let Err(e) = check_path(path) {
+            tracing::debug!(host = &*host, path, reason = e.0, "bad path");
             return Front::Respond(Response::error(Status::BAD_REQUEST));
         }
         self.cache.borrow_mut().sync(&self.control);
@@ -432,7 +438,7 @@ impl Site {
                 if let Some(hit) = crate::waf::check(&sets, req) {
                     self.node.waf_hits.inc();
                     tracing::warn!(
-                        vhost = ctx.host,
+                        vhost = &*ctx.host,
                         path = req.target,
                         rule = hit.rule,
                         waf_target = hit.target,
@@ -468,7 +474,7 @@ impl Site {
                 },
                 Err(why) => {
                     tracing::error!(
-                        vhost = ctx.host,
+                        vhost = &*ctx.host,
                         "invalid {}: {why}",
                         self.keys.proxy(&ctx.host)
                     );
@@ -483,7 +489,7 @@ impl Site {
         &self,
         store: &Backend,
         req: &RequestHead,
-        local: Local,
+        local: Local<'_>,
         body: &RequestBody,
         config: &Config,
     ) -> Response {
@@ -505,21 +511,17 @@ impl Site {
             Ok(r) => r,
             Err(e) => return self.unavailable(&ctx, "routes", &e).await,
         };
-        let Some(entry_id) = routes
-            .as_ref()
-            .and_then(|r| r.find(path))
-            .map(str::to_owned)
-        else {
+        let Some(entry_id) = routes.as_ref().and_then(|r| r.find(path)) else {
             return self.error(&ctx, Status::NOT_FOUND).await;
         };
         ctx.routed = true;
 
         // 5. Metadata.
-        let meta = match self.entry(store, &ctx.host, &entry_id).await {
+        let meta = match self.entry(store, &ctx.host, entry_id).await {
             Ok(EntryState::Valid(m)) => m,
             Ok(EntryState::Missing) => {
                 tracing::error!(
-                    vhost = ctx.host,
+                    vhost = &*ctx.host,
                     entry = entry_id,
                     "route names an entry with no metadata"
                 );
@@ -527,7 +529,7 @@ impl Site {
             }
             Ok(EntryState::Invalid(why)) => {
                 tracing::error!(
-                    vhost = ctx.host,
+                    vhost = &*ctx.host,
                     entry = entry_id,
                     "invalid entry metadata: {why}"
                 );
@@ -582,7 +584,7 @@ impl Site {
         }
 
         // 9. Content, 10. validators.
-        let response = self.content(store, &ctx, &entry_id, &meta, body).await;
+        let response = self.content(store, &ctx, entry_id, &meta, body).await;
         self.count(&ctx, response.head.status);
         response
     }
@@ -603,7 +605,7 @@ impl Site {
     async fn session_user(
         &self,
         store: &Backend,
-        ctx: &Ctx<'_>,
+        ctx: &Ctx<'_, '_>,
     ) -> Result<Option<String>, StoreError> {
         let Some(token) =
             auth::cookie(ctx.req, auth::SESSION_COOKIE).filter(|t| auth::plausible_token(t))
@@ -623,7 +625,7 @@ impl Site {
     /// The login entry: GET shows the form, POST checks it. Every failure
     /// (unknown user, wrong password, empty, malformed or oversized body)
     /// is a 401, never an error.
-    async fn login(&self, store: &Backend, ctx: &Ctx<'_>, body: &RequestBody) -> Response {
+    async fn login(&self, store: &Backend, ctx: &Ctx<'_, '_>, body: &RequestBody) -> Response {
         match ctx.req.method {
             Method::Get | Method::Head => {
                 let look = self.template(store, &ctx.host).await.ok().flatten();
@@ -653,7 +655,7 @@ impl Site {
                     Some((login.as_str(), password.as_str()))
                 });
                 let Some((login, password)) = creds else {
-                    tracing::info!(vhost = ctx.host, client = %ctx.client, "login refused: no usable form");
+                    tracing::info!(vhost = &*ctx.host, client = %ctx.client, "login refused: no usable form");
                     return self.error(ctx, Status::UNAUTHORIZED).await;
                 };
                 let record = match store.hget(&self.keys.users(&ctx.host), login).await {
@@ -669,7 +671,7 @@ impl Site {
                     }
                 };
                 if !ok {
-                    tracing::info!(vhost = ctx.host, client = %ctx.client, user = login, "login refused");
+                    tracing::info!(vhost = &*ctx.host, client = %ctx.client, user = login, "login refused");
                     return self.error(ctx, Status::UNAUTHORIZED).await;
                 }
                 let Some(token) = auth::new_token() else {
@@ -683,7 +685,7 @@ impl Site {
                 {
                     return self.unavailable(ctx, "sessions", &e).await;
                 }
-                tracing::info!(vhost = ctx.host, client = %ctx.client, user = login, "logged in");
+                tracing::info!(vhost = &*ctx.host, client = %ctx.client, user = login, "logged in");
                 let target = auth::redirect_target(auth::cookie(ctx.req, auth::REDIRECT_COOKIE));
                 self.count(ctx, Status::SEE_OTHER);
                 let [_, expire_redirect] = auth::expired_cookies();
@@ -704,7 +706,7 @@ impl Site {
     }
 
     /// The logout entry: the session ends, both cookies expire, 303 to `/`.
-    async fn logout(&self, store: &Backend, ctx: &Ctx<'_>) -> Response {
+    async fn logout(&self, store: &Backend, ctx: &Ctx<'_, '_>) -> Response {
         if let Some(token) =
             auth::cookie(ctx.req, auth::SESSION_COOKIE).filter(|t| auth::plausible_token(t))
             && let Err(e) = store.del(&self.keys.session(&ctx.host, token)).await
@@ -722,7 +724,7 @@ impl Site {
     async fn rate_limited(
         &self,
         store: &Backend,
-        ctx: &Ctx<'_>,
+        ctx: &Ctx<'_, '_>,
         meta: &EntryMeta,
         client: IpAddr,
     ) -> Limit {
@@ -767,11 +769,11 @@ impl Site {
         }
     }
 
-    fn count(&self, ctx: &Ctx<'_>, status: Status) {
+    fn count(&self, ctx: &Ctx<'_, '_>, status: Status) {
         if ctx.counted.replace(true) {
             return;
         }
-        let host = ctx.routed.then_some(ctx.host.as_str());
+        let host = ctx.routed.then_some(&*ctx.host);
         self.counts.borrow_mut().record(
             host,
             &ctx.host,
@@ -788,7 +790,7 @@ impl Site {
         }
     }
 
-    async fn unavailable(&self, ctx: &Ctx<'_>, what: &str, e: &StoreError) -> Response {
+    async fn unavailable(&self, ctx: &Ctx<'_, '_>, what: &str, e: &StoreError) -> Response {
         self.store_failed(what, e);
         let mut r = self.error(ctx, Status::SERVICE_UNAVAILABLE).await;
         r.head
@@ -798,12 +800,12 @@ impl Site {
     }
 
     /// An error page through the site's template, counted in the metrics.
-    async fn error(&self, ctx: &Ctx<'_>, status: Status) -> Response {
+    async fn error(&self, ctx: &Ctx<'_, '_>, status: Status) -> Response {
         self.count(ctx, status);
         let hits = (status == Status::NOT_FOUND).then(|| {
             self.counts
                 .borrow()
-                .hits(ctx.routed.then_some(ctx.host.as_str()), &ctx.host, ctx.path)
+                .hits(ctx.routed.then_some(&*ctx.host), &ctx.host, ctx.path)
         });
         let code = status.code().to_string();
         let image = ctx.meta.as_ref().and_then(|m| m.error.get(&code).cloned());
@@ -839,8 +841,8 @@ impl Site {
     {
         let found = {
             let mut cache = self.cache.borrow_mut();
-            let ttl = cache.ttl;
-            map(&mut cache).get(lookup, ttl)
+            let (ttl, now) = (cache.ttl, cache.now);
+            map(&mut cache).get(lookup, ttl, now)
         };
         let stale = match found {
             Lookup::Fresh(v) => {
@@ -869,12 +871,12 @@ impl Site {
     }
 
     async fn routes(&self, store: &Backend, host: &str) -> Result<Option<Rc<Routes>>, StoreError> {
-        let key = self.keys.routes(host);
         self.cached(
             |c| &mut c.routes,
             host,
             || host.to_owned(),
             || async move {
+                let key = self.keys.routes(host);
                 let Some(json) = store.get(&key).await? else {
                     return Ok(None);
                 };
@@ -896,12 +898,12 @@ impl Site {
     }
 
     async fn entry(&self, store: &Backend, host: &str, id: &str) -> Result<EntryState, StoreError> {
-        let key = self.keys.entry(host, id);
         self.cached(
             |c| &mut c.entries,
-            &(host.to_owned(), id.to_owned()),
+            &(host, id) as &dyn HostPair,
             || (host.to_owned(), id.to_owned()),
             || async move {
+                let key = self.keys.entry(host, id);
                 Ok(match store.get(&key).await? {
                     None => EntryState::Missing,
                     Some(json) => match EntryMeta::parse(&json) {
@@ -915,12 +917,12 @@ impl Site {
     }
 
     async fn proxy(&self, store: &Backend, host: &str) -> Result<cache::ProxyEntry, StoreError> {
-        let key = self.keys.proxy(host);
         self.cached(
             |c| &mut c.proxies,
             host,
             || host.to_owned(),
             || async move {
+                let key = self.keys.proxy(host);
                 Ok(store
                     .get(&key)
                     .await?
@@ -931,12 +933,12 @@ impl Site {
     }
 
     async fn waf_rules(&self, store: &Backend, host: &str) -> Result<Rc<Vec<RuleSet>>, StoreError> {
-        let key = self.keys.waf();
         self.cached(
             |c| &mut c.waf,
             host,
             || host.to_owned(),
             || async move {
+                let key = self.keys.waf();
                 let mut sets = Vec::new();
                 for field in [crate::files::FALLBACK_HOST, host] {
                     let Some(json) = store.hget(&key, field).await? else {
@@ -1019,7 +1021,7 @@ impl Site {
     async fn lua_page(
         &self,
         store: &Backend,
-        ctx: &Ctx<'_>,
+        ctx: &Ctx<'_, '_>,
         name: &Name,
         meta: &EntryMeta,
         blob: &Blob,
@@ -1027,7 +1029,7 @@ impl Site {
     ) -> Response {
         if body.overflow {
             tracing::info!(
-                vhost = ctx.host,
+                vhost = &*ctx.host,
                 file = name.key,
                 limit = ctx.config.lua.max_body_size,
                 "request body too large for a Lua page"
@@ -1065,13 +1067,17 @@ impl Site {
             Ok(out) => out,
             Err(e) => {
                 self.node.lua_errors.inc();
-                tracing::error!(vhost = ctx.host, file = name.key, error = %e, "Lua page failed");
+                tracing::error!(vhost = &*ctx.host, file = name.key, error = %e, "Lua page failed");
                 return self.error(ctx, Status::INTERNAL_SERVER_ERROR).await;
             }
         };
         let Some(code) = out.status else {
             self.node.lua_errors.inc();
-            tracing::error!(vhost = ctx.host, file = name.key, "Lua page gave no status");
+            tracing::error!(
+                vhost = &*ctx.host,
+                file = name.key,
+                "Lua page gave no status"
+            );
             return self.error(ctx, Status::INTERNAL_SERVER_ERROR).await;
         };
         let status = Status::from_code(code);
@@ -1153,11 +1159,14 @@ impl Site {
         path: &str,
         entry_id: &str,
         meta: &EntryMeta,
-    ) -> Option<Rc<str>> {
-        let key = (host.to_owned(), format!("{entry_id}\0{path}"));
+    ) -> Option<Rc<Name>> {
         {
             let cache = self.cache.borrow();
-            if let Lookup::Fresh(name) = cache.names.get(&key, cache.ttl) {
+            let key = &(host, path) as &dyn HostPair;
+            // Resolved for this entry: routes may since send the path elsewhere.
+            if let Lookup::Fresh((entry, name)) = cache.names.get(key, cache.ttl, cache.now)
+                && &*entry == entry_id
+            {
                 return name;
             }
         }
@@ -1186,8 +1195,10 @@ impl Site {
             }
             base
         })();
-        let resolved: Option<Rc<str>> = resolved.map(|n| Rc::from(n.key.as_str()));
-        self.cache.borrow_mut().names.insert(key, resolved.clone());
+        let resolved = resolved.map(Rc::new);
+        let key = (host.to_owned(), path.to_owned());
+        let value = (Rc::from(entry_id), resolved.clone());
+        self.cache.borrow_mut().names.insert(key, value);
         resolved
     }
 
@@ -1198,19 +1209,20 @@ impl Site {
     async fn blob(
         &self,
         store: &Backend,
-        ctx: &Ctx<'_>,
+        ctx: &Ctx<'_, '_>,
         name: &Name,
         meta: &EntryMeta,
     ) -> Result<Option<Rc<Blob>>, StoreError> {
-        let host = ctx.host.as_str();
-        let key: HostKey = (host.to_owned(), name.key.clone());
+        let host = &*ctx.host;
         {
             let cache = self.cache.borrow();
-            if let Lookup::Fresh(blob) = cache.blobs.get(&key, cache.ttl) {
+            let key = &(host, name.key.as_str()) as &dyn HostPair;
+            if let Lookup::Fresh(blob) = cache.blobs.get(key, cache.ttl, cache.now) {
                 self.node.cache("hit");
                 return Ok(Some(blob));
             }
         }
+        let key: HostKey = (host.to_owned(), name.key.clone());
         let files_key = self.keys.files(host, &name.key);
         let record = match store.hgetall(&files_key).await {
             Ok(fields) => Blob::from_fields(&name.key, fields),
@@ -1256,7 +1268,7 @@ impl Site {
     async fn read_disk(
         &self,
         store: &Backend,
-        ctx: &Ctx<'_>,
+        ctx: &Ctx<'_, '_>,
         name: &Name,
         meta: &EntryMeta,
     ) -> Result<Option<Rc<Blob>>, StoreError> {
@@ -1276,7 +1288,7 @@ impl Site {
             let mut data = Vec::with_capacity(opened.meta.size as usize);
             use std::io::Read as _;
             if let Err(e) = (&opened.file).take(limit + 1).read_to_end(&mut data) {
-                tracing::error!(vhost = ctx.host, file = name.key, error = %e, "reading a file failed");
+                tracing::error!(vhost = &*ctx.host, file = name.key, error = %e, "reading a file failed");
                 return Ok(None);
             }
             data
@@ -1301,7 +1313,7 @@ impl Site {
     async fn content(
         &self,
         store: &Backend,
-        ctx: &Ctx<'_>,
+        ctx: &Ctx<'_, '_>,
         entry_id: &str,
         meta: &EntryMeta,
         body: &RequestBody,
@@ -1318,13 +1330,10 @@ impl Site {
         let Some(name) = self.resolve_name(&ctx.host, ctx.path, entry_id, meta) else {
             return self.error(ctx, Status::NOT_FOUND).await;
         };
-        let Some(name) = Name::parse(&name) else {
-            return self.error(ctx, Status::NOT_FOUND).await;
-        };
         // RELIW sent validators and Cache-Control only for an entry's
         // `cache_control`, or for CSS and images (a day by default).
         let cache_control = meta.cache_control.as_deref().or_else(|| {
-            let mime = content::mime_of(&name.key);
+            let mime = &name.mime;
             (mime.contains("css") || mime.contains("image")).then_some(DEFAULT_CACHE_CONTROL)
         });
         let blob = match self.blob(store, ctx, &name, meta).await {
@@ -1333,7 +1342,7 @@ impl Site {
                 // Missing, or larger than RENDER_LIMIT: never the raw source.
                 if self.exists(&ctx.host, &name) {
                     tracing::error!(
-                        vhost = ctx.host,
+                        vhost = &*ctx.host,
                         file = name.key,
                         limit = RENDER_LIMIT,
                         "page source too large to render"
@@ -1415,16 +1424,16 @@ impl Site {
     async fn page(
         &self,
         store: &Backend,
-        ctx: &Ctx<'_>,
+        ctx: &Ctx<'_, '_>,
         entry_id: &str,
         name: &Name,
         meta: &EntryMeta,
         blob: &Blob,
     ) -> Page {
-        let key: HostKey = (ctx.host.clone(), format!("{entry_id}\0{}", name.key));
+        let key: HostKey = (ctx.host.to_string(), format!("{entry_id}\0{}", name.key));
         {
             let cache = self.cache.borrow();
-            if let Lookup::Fresh(page) = cache.pages.get(&key, cache.ttl) {
+            if let Lookup::Fresh(page) = cache.pages.get(&key, cache.ttl, cache.now) {
                 return page;
             }
         }
