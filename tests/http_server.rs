@@ -654,14 +654,25 @@ fn sighup_reloads_and_keeps_the_old_config_when_the_new_one_is_bad() {
         c.get("example.com", "/a.txt").header("connection"),
         Some("close")
     );
-    // A good one takes effect for new connections.
-    let config =
-        json!({"port": 0, "data_dir": site.www(), "workers": 1, "max_requests_per_connection": 5});
+    // A good one takes effect for new connections; a start-up key it
+    // changes keeps its running value, and the log names it.
+    let config = json!({"port": 0, "data_dir": site.www(), "workers": 1,
+        "max_requests_per_connection": 5, "cache_total_size": 1_000_000});
     std::fs::write(site.root.join("config.json"), config.to_string()).unwrap();
     server.send_signal(rustix::process::Signal::HUP);
     assert!(reliw_tests::wait_until(Duration::from_secs(3), || server
         .log()
         .contains("config reloaded")));
+    let log = server.log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("change only on restart"))
+        .unwrap_or_else(|| panic!("no restart warning: {log}"));
+    assert!(warning.contains("cache_total_size"), "{warning}");
+    assert!(
+        !warning.contains("max_requests_per_connection"),
+        "{warning}"
+    );
     let mut c = server.connect();
     assert_eq!(c.get("example.com", "/a.txt").header("connection"), None);
 }

@@ -201,23 +201,23 @@ impl Bans {
     pub fn new(
         maps: Option<Arc<Mutex<ShieldMaps>>>,
         pin_dir: Option<&Path>,
-        config: &crate::config::Config,
+        startup: &crate::config::Startup,
     ) -> Self {
         let book_path = pin_dir.map(book_path);
         let book = book_path.as_deref().map(read_book).unwrap_or_default();
-        let strikes = config.rate_limit.ban.as_ref().map(|b| {
+        let strikes = startup.rate_limit_ban.as_ref().map(|b| {
             Mutex::new(Strikes {
                 window: Duration::from_secs(b.window),
                 over: b.over,
-                seconds: b.ban_seconds.unwrap_or(config.shield.ban_seconds),
+                seconds: b.ban_seconds.unwrap_or(startup.ban_seconds),
                 seen: HashMap::new(),
             })
         });
         Self {
             handshakes: Handshakes::new(),
             maps,
-            node: config.node(),
-            default_seconds: config.shield.ban_seconds,
+            node: crate::config::node_or_host_name(startup.node_name.as_deref()),
+            default_seconds: startup.ban_seconds,
             book: Mutex::new(book),
             book_path,
             book_dirty: std::sync::atomic::AtomicBool::new(false),

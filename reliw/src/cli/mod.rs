@@ -47,7 +47,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
                 Some(p) => Config::load_with_warnings(p).map_err(|e| e.to_string())?,
                 None => (Config::default(), Vec::new()),
             };
-            init_logging(&config.log_level, config.log_format);
+            init_logging(config.log_level.directive(), config.log_format);
             if let Some(p) = &path {
                 for w in warnings {
                     tracing::warn!("config {}: {w}", p.display());
@@ -70,12 +70,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
 /// config's `log_level`; `access` is `info` plus the access log. With
 /// `log_format: json` every line is one JSON object (the event's fields,
 /// `timestamp`, `level` and `target` at the top level), as RELIW logged.
-fn init_logging(level: &str, format: crate::config::LogFormat) {
-    let directive = match level {
-        "access" => "info",
-        "info" => "info,access=off",
-        other => other,
-    };
+fn init_logging(directive: &str, format: crate::config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RELIW_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directive));
     let builder = tracing_subscriber::fmt()

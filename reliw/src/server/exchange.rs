@@ -83,7 +83,7 @@ impl<'h> Exchange<'h> {
             cx.peer.ip(),
             head,
             &cx.config.trusted_proxy_cidrs,
-            &cx.config.client_ip_header,
+            cx.config.client_ip_header.name(),
         );
         Self {
             head: Some(head),

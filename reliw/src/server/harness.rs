@@ -112,8 +112,9 @@ impl Harness {
         let store =
             Arc::new(MemoryStore::from_json(site, &config.redis.prefix).expect("site JSON"));
         let node = Arc::new(NodeMetrics::new(None));
-        let bans = Arc::new(Bans::new(None, None, &config));
+        let bans = Arc::new(Bans::new(None, None, &config.startup()));
         let shared = Arc::new(Shared {
+            startup: config.startup(),
             config: RwLock::new(Arc::new(config)),
             connections: AtomicUsize::new(0),
             full_logged_at: AtomicU64::new(0),

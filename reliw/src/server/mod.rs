@@ -47,7 +47,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tokio::sync::watch;
 
 use crate::bans::{self, Bans};
-use crate::config::Config;
+use crate::config::{Config, Startup};
 use crate::metrics::NodeMetrics;
 use crate::shield::{Shield, ShieldOptions};
 use crate::site::control::{self, Control};
@@ -103,6 +103,9 @@ pub enum ServerError {
 
 /// State all workers share.
 pub(crate) struct Shared {
+    /// What the server started with and keeps (see `config::startup`).
+    pub(crate) startup: Startup,
+    /// The live rest, swapped on SIGHUP; connections take a snapshot.
     config: RwLock<Arc<Config>>,
     connections: AtomicUsize,
     full_logged_at: AtomicU64,
@@ -234,7 +237,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, io: IoMode) -> Result<(
         let cookies = crate::shield::syncookies::plan(&config.shield.syn_cookies, &listening);
         Shield::start_or_disabled(&ShieldOptions {
             interfaces: config.shield.interfaces.clone(),
-            mode: config.shield.mode.parse().unwrap_or_default(),
+            mode: config.shield.mode,
             dry_run: Some(config.shield.dry_run),
             pin_root: Some(config.shield.pin_root.clone()),
             rate_limits: Some(plan.limits),
@@ -258,7 +261,8 @@ pub fn run(config: Config, config_path: Option<PathBuf>, io: IoMode) -> Result<(
         let _ = writeln!(std::io::stdout(), "metrics on http://{addr}/metrics");
     }
     let control = Arc::new(Control::new());
-    let bans = Arc::new(Bans::new(shield.maps_handle(), shield.pin_dir(), &config));
+    let startup = config.startup();
+    let bans = Arc::new(Bans::new(shield.maps_handle(), shield.pin_dir(), &startup));
     bans.spawn_book_writer()
         .map_err(|source| ServerError::Setup {
             what: "starting the ban book writer",
@@ -282,6 +286,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, io: IoMode) -> Result<(
     }
 
     let shared = Arc::new(Shared {
+        startup,
         config: RwLock::new(Arc::new(config)),
         connections: AtomicUsize::new(0),
         full_logged_at: AtomicU64::new(0),
@@ -426,26 +431,25 @@ fn reload_config(shared: &Shared, path: Option<&std::path::Path>) {
     };
     match Config::load(path) {
         Ok(new) => {
-            let old = shared.config();
-            if new.ip != old.ip
-                || new.port != old.port
-                || new.ipv6 != old.ipv6
-                || new.workers != old.workers
-            {
-                tracing::warn!("SIGHUP: listen addresses and workers change only on restart");
-            }
-            match new.ssl.as_ref().map(tls::load).transpose() {
-                Ok(tls) => {
-                    if tls.is_some() {
-                        tracing::info!("SIGHUP: certificates reloaded");
-                    }
-                    if tls.is_some() == shared.tls().is_some() {
-                        *shared.tls.write().unwrap_or_else(|p| p.into_inner()) = tls;
-                    } else {
-                        tracing::warn!("SIGHUP: turning TLS on or off needs a restart");
-                    }
+            // Certificates first: a file that cannot be used keeps the
+            // whole old config, never half of the new one.
+            let tls = match new.ssl.as_ref().map(tls::load).transpose() {
+                Ok(tls) => tls,
+                Err(e) => {
+                    tracing::error!("SIGHUP: keeping the old certificates and the old config: {e}");
+                    return;
                 }
-                Err(e) => tracing::error!("SIGHUP: keeping the old certificates: {e}"),
+            };
+            let frozen = shared.startup.changed(&new.startup());
+            if !frozen.is_empty() {
+                tracing::warn!(
+                    keys = frozen.join(", "),
+                    "SIGHUP: these keys change only on restart; their running values stay"
+                );
+            }
+            if tls.is_some() && shared.tls().is_some() {
+                *shared.tls.write().unwrap_or_else(|p| p.into_inner()) = tls;
+                tracing::info!("SIGHUP: certificates reloaded for new connections");
             }
             shared.replace_config(new);
             tracing::info!(path = %path.display(), "SIGHUP: config reloaded");

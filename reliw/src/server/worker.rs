@@ -78,14 +78,14 @@ impl BodySink {
 
 impl Worker {
     pub(super) fn new(shared: Arc<Shared>) -> Self {
-        let config = shared.config();
-        let workers = config.workers.max(1) as u64;
+        let startup = &shared.startup;
+        let workers = startup.workers.max(1) as u64;
         let limits = cache::Limits {
-            max_file: config.cache_max_size,
-            max_total: config.cache_total_size / workers,
-            max_fds: config.cache_max_fds,
-            sendfile_min: config.sendfile_min_size,
-            revalidate: Duration::from_millis(config.cache_revalidate_ms),
+            max_file: startup.file_cache_max,
+            max_total: startup.cache_total_size / workers,
+            max_fds: startup.cache_max_fds,
+            sendfile_min: startup.sendfile_min_size,
+            revalidate: Duration::from_millis(startup.cache_revalidate_ms),
         };
         // A store that cannot be opened is never read as "no store": that
         // would serve data_dir statically, past routes, WAF and auth.
@@ -99,7 +99,7 @@ impl Worker {
         let site = Site::new(
             store,
             unusable,
-            &config,
+            startup,
             Arc::clone(&shared.control),
             Arc::clone(&shared.node),
             Arc::clone(&shared.bans),

@@ -86,11 +86,14 @@ pub(crate) fn ensure_pin_dir(dir: &Path) -> Result<(), ShieldError> {
 }
 
 /// How to attach: native (driver), generic (skb), or native with a fallback.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 pub enum AttachMode {
+    #[serde(rename = "skb", alias = "generic")]
     Skb,
+    #[serde(rename = "drv", alias = "native")]
     Drv,
     #[default]
+    #[serde(rename = "auto")]
     Auto,
 }
 

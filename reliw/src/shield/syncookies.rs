@@ -13,17 +13,17 @@ use std::path::Path;
 
 use reliw_common::{SynCookies, cookie_mode};
 
-use crate::config::ShieldSynCookies;
+use crate::config::{CookieMode, ShieldSynCookies};
 
 const SYSCTL: &str = "/proc/sys/net/ipv4/tcp_syncookies";
 
 /// The program's settings: `listening` are the ports reliw serves, used
 /// when the config names none.
 pub fn plan(config: &ShieldSynCookies, listening: &[u16]) -> SynCookies {
-    let mode = match config.mode.as_str() {
-        "on" => cookie_mode::ON,
-        "auto" => cookie_mode::AUTO,
-        _ => cookie_mode::OFF,
+    let mode = match config.mode {
+        CookieMode::On => cookie_mode::ON,
+        CookieMode::Auto => cookie_mode::AUTO,
+        CookieMode::Off => cookie_mode::OFF,
     };
     let mut ports = [0u16; 8];
     let chosen = if config.ports.is_empty() {
@@ -162,7 +162,7 @@ mod tests {
     #[test]
     fn ports_default_to_the_listening_ones() {
         let config = ShieldSynCookies {
-            mode: String::from("auto"),
+            mode: CookieMode::Auto,
             ..ShieldSynCookies::default()
         };
         let s = plan(&config, &[80, 443]);
@@ -170,7 +170,7 @@ mod tests {
         assert_eq!(&s.ports[..3], &[80, 443, 0]);
         assert!(s.above_per_cpu >= 1);
         let config = ShieldSynCookies {
-            mode: String::from("on"),
+            mode: CookieMode::On,
             ports: vec![8443],
             ..ShieldSynCookies::default()
         };

@@ -37,7 +37,7 @@ use self::meta::{Auth, EntryMeta};
 use self::routes::Routes;
 use crate::auth;
 use crate::bans::Bans;
-use crate::config::Config;
+use crate::config::{Config, Startup};
 use crate::files::cache::{Content, FileCache};
 use crate::files::respond::{BodyPlan, DEFAULT_CACHE_CONTROL, plan};
 use crate::files::validate::{check_path, normalised_host, relative_path};
@@ -285,22 +285,22 @@ impl Site {
     pub fn new(
         store: Option<Backend>,
         unusable: Option<String>,
-        config: &Config,
+        startup: &Startup,
         control: Arc<Control>,
         node: Arc<NodeMetrics>,
         bans: Arc<Bans>,
         file_cache: FileCache,
     ) -> Self {
-        let workers = config.workers.max(1) as u64;
-        let keys = Keys::new(&config.redis.prefix);
+        let workers = startup.workers.max(1) as u64;
+        let keys = Keys::new(&startup.redis.prefix);
         Self {
             store,
             unusable,
             cache: RefCell::new(SiteCache::new(
-                Duration::from_millis(config.site_cache_ttl_ms),
-                config.cache_total_size / workers,
+                Duration::from_millis(startup.site_cache_ttl_ms),
+                startup.cache_total_size / workers,
             )),
-            files: RefCell::new(Files::new(config.data_dir.clone())),
+            files: RefCell::new(Files::new(startup.data_dir.clone())),
             file_cache: RefCell::new(file_cache),
             counts: RefCell::new(RequestCounts::new(keys.clone())),
             keys,
@@ -311,8 +311,8 @@ impl Site {
             fail_open_log: Throttle(Cell::new(None)),
             lua: RefCell::new(None),
             lua_limits: crate::lua::Limits {
-                memory: config.lua.memory_limit,
-                time: Duration::from_millis(config.lua.time_limit_ms),
+                memory: startup.lua_memory_limit,
+                time: Duration::from_millis(startup.lua_time_limit_ms),
             },
         }
     }
@@ -449,7 +449,7 @@ impl Site {
                         self.bans
                             .verdict(client, "waf", Some(hit.rule), config.shield.ban_seconds);
                     self.publish_ban(store, notice).await;
-                    if config.waf.block_response == "reliw-redirect" {
+                    if config.waf.block_response == crate::config::BlockResponse::ReliwRedirect {
                         // RELIW's answer, for operators whose tooling expects it.
                         let to = "http://127.0.0.1/Fuck_Off";
                         let r = Response::redirect(Status::MOVED_PERMANENTLY, to, Vec::new());

@@ -13,6 +13,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+mod startup;
+pub use startup::Startup;
+
 /// Where the config comes from when `--config` is not given.
 pub const ENV_VAR: &str = "RELIW_CONFIG_FILE";
 pub const DEFAULT_PATH: &str = "/etc/reliw/config.json";
@@ -35,6 +38,15 @@ pub enum ConfigError {
     /// An unknown key that is probably a typo.
     #[error("config key '{key}' is unknown (did you mean '{suggestion}'?)")]
     Typo { key: String, suggestion: String },
+}
+
+/// `node_name`, else the host name.
+pub fn node_or_host_name(node_name: Option<&str>) -> String {
+    node_name.map(str::to_owned).unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| String::from("reliw"))
+    })
 }
 
 fn invalid(key: &str, detail: impl Into<String>) -> ConfigError {
@@ -81,7 +93,7 @@ pub struct Config {
     pub request_body_timeout: f64,
     pub tls_handshake_timeout: f64,
     /// error, warn, info, access (info plus the access log), debug, trace.
-    pub log_level: String,
+    pub log_level: LogLevel,
     /// Request headers copied into the access log.
     pub log_headers: Vec<String>,
     pub redis: RedisConfig,
@@ -114,7 +126,7 @@ pub struct Config {
     pub trusted_proxy_cidrs: Vec<crate::shield::addr::Cidr>,
     /// The header trusted proxies name the client in: `x-forwarded-for`
     /// (right-most address not itself a trusted proxy) or `x-real-ip`.
-    pub client_ip_header: String,
+    pub client_ip_header: ClientIpHeader,
     pub waf: WafSection,
     pub rate_limit: RateLimitSection,
     pub proxy: ProxySection,
@@ -131,14 +143,13 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
 pub struct WafSection {
-    /// `403` (default) or `reliw-redirect` (RELIW's 301).
-    pub block_response: String,
+    pub block_response: BlockResponse,
 }
 
 impl Default for WafSection {
     fn default() -> Self {
         Self {
-            block_response: String::from("403"),
+            block_response: BlockResponse::Forbidden,
         }
     }
 }
@@ -228,7 +239,86 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+/// `waf.block_response`: what a WAF hit gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub enum BlockResponse {
+    /// A 403 page through the site's template.
+    #[default]
+    #[serde(rename = "403")]
+    Forbidden,
+    /// RELIW's 301 to `http://127.0.0.1/Fuck_Off`, for tooling that expects it.
+    #[serde(rename = "reliw-redirect")]
+    ReliwRedirect,
+}
+
+/// `shield.syn_cookies.mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CookieMode {
+    #[default]
+    Off,
+    /// Every SYN to the ports.
+    On,
+    /// While a CPU sees more than `above_per_second` SYNs for the ports,
+    /// divided among the CPUs.
+    Auto,
+}
+
+/// `client_ip_header`: where trusted proxies name the client.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub enum ClientIpHeader {
+    /// The right-most address that is not itself a trusted proxy.
+    #[default]
+    #[serde(rename = "x-forwarded-for")]
+    XForwardedFor,
+    /// One address.
+    #[serde(rename = "x-real-ip")]
+    XRealIp,
+}
+
+impl ClientIpHeader {
+    /// The (lower-case) field name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::XForwardedFor => "x-forwarded-for",
+            Self::XRealIp => "x-real-ip",
+        }
+    }
+}
+
+/// `log_level`, after RELIW's numbers and unknown names were mapped
+/// (see `apply_reliw_forms`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    /// Info without the access log.
+    Info,
+    /// Info and the access log.
+    #[default]
+    Access,
+    Debug,
+    Trace,
+    Off,
+}
+
+impl LogLevel {
+    /// The tracing filter directive.
+    pub fn directive(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warn => "warn",
+            Self::Info => "info,access=off",
+            Self::Access => "info",
+            Self::Debug => "debug",
+            Self::Trace => "trace",
+            Self::Off => "off",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct RateLimitBan {
     pub over: u32,
     pub window: u64,
@@ -256,7 +346,7 @@ impl Default for Config {
             request_header_timeout: 10.0,
             request_body_timeout: 30.0,
             tls_handshake_timeout: 10.0,
-            log_level: String::from("access"),
+            log_level: LogLevel::Access,
             log_headers: ["referer", "x-real-ip", "user-agent"]
                 .map(String::from)
                 .to_vec(),
@@ -274,7 +364,7 @@ impl Default for Config {
             site_cache_ttl_ms: 1000,
             trusted_proxies: Vec::new(),
             trusted_proxy_cidrs: Vec::new(),
-            client_ip_header: String::from("x-forwarded-for"),
+            client_ip_header: ClientIpHeader::XForwardedFor,
             waf: WafSection::default(),
             rate_limit: RateLimitSection::default(),
             proxy: ProxySection::default(),
@@ -285,7 +375,7 @@ impl Default for Config {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct RedisConfig {
     pub host: String,
@@ -312,7 +402,7 @@ impl Default for RedisConfig {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 pub struct RedisAuth {
     #[serde(default)]
     pub user: Option<String>,
@@ -396,8 +486,8 @@ pub struct SslConfig {
 pub struct ShieldSection {
     /// Interfaces to attach the XDP shield to; empty: shield off.
     pub interfaces: Vec<String>,
-    /// skb, drv or auto.
-    pub mode: String,
+    /// skb (generic), drv (native) or auto.
+    pub mode: crate::shield::AttachMode,
     pub dry_run: bool,
     /// Default ban length for WAF and rate-limit bans.
     pub ban_seconds: u64,
@@ -413,7 +503,7 @@ impl Default for ShieldSection {
     fn default() -> Self {
         Self {
             interfaces: Vec::new(),
-            mode: String::from("auto"),
+            mode: crate::shield::AttachMode::Auto,
             dry_run: false,
             ban_seconds: 600,
             pin_root: PathBuf::from(crate::shield::DEFAULT_PIN_ROOT),
@@ -428,9 +518,7 @@ impl Default for ShieldSection {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct ShieldSynCookies {
-    /// `off`, `on` (every SYN), or `auto` (while a CPU sees more than
-    /// `above_per_second` SYNs for the ports, divided among the CPUs).
-    pub mode: String,
+    pub mode: CookieMode,
     /// Ports to answer for; empty: the ports reliw listens on.
     pub ports: Vec<u16>,
     /// `auto`'s threshold, SYNs per second for the whole node.
@@ -440,7 +528,7 @@ pub struct ShieldSynCookies {
 impl Default for ShieldSynCookies {
     fn default() -> Self {
         Self {
-            mode: String::from("off"),
+            mode: CookieMode::Off,
             ports: Vec::new(),
             above_per_second: 2000,
         }
@@ -766,16 +854,6 @@ impl Config {
         if !(1..=10_000).contains(&self.max_header_count) {
             return Err(invalid("max_header_count", "must be between 1 and 10000"));
         }
-        if !LOG_LEVELS.contains(&self.log_level.as_str()) {
-            return Err(invalid(
-                "log_level",
-                format!(
-                    "'{}' is not one of {}",
-                    self.log_level,
-                    LOG_LEVELS.join(", ")
-                ),
-            ));
-        }
         if !(1..=1000).contains(&self.metrics.scan_count) {
             return Err(invalid("metrics.scan_count", "must be between 1 and 1000"));
         }
@@ -787,14 +865,6 @@ impl Config {
                 "redis.timeout",
                 "must be a positive number of seconds",
             ));
-        }
-        if self
-            .shield
-            .mode
-            .parse::<crate::shield::AttachMode>()
-            .is_err()
-        {
-            return Err(invalid("shield.mode", "must be skb, drv or auto"));
         }
         positive("shield.ban_seconds", self.shield.ban_seconds)?;
         let rate = &self.shield.rate_limit;
@@ -835,12 +905,6 @@ impl Config {
             positive("shield.rate_limit.ban_seconds", seconds)?;
         }
         let cookies = &self.shield.syn_cookies;
-        if !["off", "on", "auto"].contains(&cookies.mode.as_str()) {
-            return Err(invalid(
-                "shield.syn_cookies.mode",
-                "must be off, on or auto",
-            ));
-        }
         if cookies.ports.len() > 8 || cookies.ports.contains(&0) {
             return Err(invalid(
                 "shield.syn_cookies.ports",
@@ -864,18 +928,6 @@ impl Config {
                     format!("'{cidr}' is not an address or CIDR"),
                 ));
             }
-        }
-        if !["x-forwarded-for", "x-real-ip"].contains(&self.client_ip_header.as_str()) {
-            return Err(invalid(
-                "client_ip_header",
-                "must be x-forwarded-for or x-real-ip",
-            ));
-        }
-        if !["403", "reliw-redirect"].contains(&self.waf.block_response.as_str()) {
-            return Err(invalid(
-                "waf.block_response",
-                "must be \"403\" or \"reliw-redirect\"",
-            ));
         }
         if let Some(ban) = &self.rate_limit.ban
             && (ban.over == 0 || ban.window == 0 || ban.ban_seconds == Some(0))
@@ -942,11 +994,12 @@ impl Config {
 
     /// This node's name: `node_name`, else the host name.
     pub fn node(&self) -> String {
-        self.node_name.clone().unwrap_or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_owned())
-                .unwrap_or_else(|_| String::from("reliw"))
-        })
+        node_or_host_name(self.node_name.as_deref())
+    }
+
+    /// The start-up part of this config.
+    pub fn startup(&self) -> Startup {
+        Startup::of(self)
     }
 
     /// Whole-body timeout.
@@ -1121,6 +1174,36 @@ mod tests {
     }
 
     #[test]
+    fn fixed_value_keys_are_typed_and_refused_by_path() {
+        let (c, _) = Config::parse(
+            r#"{"waf": {"block_response": "reliw-redirect"}, "client_ip_header": "x-real-ip",
+                "shield": {"mode": "native", "syn_cookies": {"mode": "auto"}}}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.waf.block_response, BlockResponse::ReliwRedirect);
+        assert_eq!(c.client_ip_header.name(), "x-real-ip");
+        assert_eq!(c.shield.mode, crate::shield::AttachMode::Drv);
+        assert_eq!(c.shield.syn_cookies.mode, CookieMode::Auto);
+        for (bad, key) in [
+            (
+                r#"{"waf": {"block_response": "404"}}"#,
+                "waf.block_response",
+            ),
+            (r#"{"client_ip_header": "forwarded"}"#, "client_ip_header"),
+            (
+                r#"{"shield": {"syn_cookies": {"mode": "yes"}}}"#,
+                "shield.syn_cookies.mode",
+            ),
+        ] {
+            let e = Config::parse(bad)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.contains(key) && e.contains("expected"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn empty_object_gives_reliw_defaults() {
         let (c, warnings) = Config::parse("{}").unwrap_or_else(|e| panic!("{e}"));
         assert!(warnings.is_empty());
@@ -1162,7 +1245,7 @@ mod tests {
         let (c, warnings) = Config::parse(text).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.ip, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         assert_eq!(c.metrics.ip, IpAddr::V4(Ipv4Addr::LOCALHOST));
-        assert_eq!(c.log_level, "access");
+        assert_eq!(c.log_level, LogLevel::Access);
         assert_eq!(c.idle_timeout(), Duration::from_millis(2500));
         assert_eq!(c.body_timeout(), Duration::from_millis(500));
         assert_eq!((c.metrics.scan_count, c.metrics.scan_limit), (1000, 1));
@@ -1184,12 +1267,13 @@ mod tests {
             );
         }
         for (level, name) in [
-            ("0", "debug"),
-            ("20", "info"),
-            ("30", "warn"),
-            ("40", "error"),
-            ("100", "off"),
-            ("\"loud\"", "info"),
+            ("0", LogLevel::Debug),
+            ("10", LogLevel::Access),
+            ("20", LogLevel::Info),
+            ("30", LogLevel::Warn),
+            ("40", LogLevel::Error),
+            ("100", LogLevel::Off),
+            ("\"loud\"", LogLevel::Info),
         ] {
             let (c, _) = Config::parse(&format!(r#"{{"log_level": {level}}}"#))
                 .unwrap_or_else(|e| panic!("{e}"));
