@@ -61,9 +61,8 @@ fn form_decode(raw: &[u8]) -> Option<String> {
 
 /// The value of cookie `name` in the request's `Cookie` headers.
 pub fn cookie<'a>(req: &'a RequestHead, name: &str) -> Option<&'a str> {
-    req.headers
-        .iter()
-        .filter(|(n, _)| n == "cookie")
+    req.headers()
+        .filter(|(n, _)| *n == "cookie")
         .filter_map(|(_, v)| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))

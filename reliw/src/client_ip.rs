@@ -21,9 +21,8 @@ pub fn client_address(peer: IpAddr, req: &RequestHead, trusted: &[Cidr], header:
         return peer;
     }
     let mut values = req
-        .headers
-        .iter()
-        .filter(|(n, _)| n == header)
+        .headers()
+        .filter(|(n, _)| *n == header)
         .filter_map(|(_, v)| std::str::from_utf8(v).ok());
     if header == "x-real-ip" {
         return values.next_back().and_then(parse).unwrap_or(peer);

@@ -124,12 +124,7 @@ impl RuleSet {
             }
         }
         for (name, rules) in &self.headers {
-            for value in req
-                .headers
-                .iter()
-                .filter(|(n, _)| n == name)
-                .map(|(_, v)| v)
-            {
+            for value in req.headers().filter(|(n, _)| n == name).map(|(_, v)| v) {
                 if let Some(rule) = rules.iter().find(|r| r.pattern.is_match(value)) {
                     return Some(Hit {
                         target: name,

@@ -79,8 +79,9 @@ pub struct RequestHead {
     pub target: String,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
-    /// Header fields in arrival order, names lower-cased, values trimmed.
-    pub headers: Vec<(String, Vec<u8>)>,
+    /// Header fields in arrival order, names lower-cased, values
+    /// trimmed: one buffer for all of them (see [`RequestHead::headers`]).
+    pub fields: Fields,
     /// The Host header (or the absolute-form authority), as sent.
     pub host: Option<String>,
     pub body: BodyFraming,
@@ -90,13 +91,58 @@ pub struct RequestHead {
     pub expect_continue: bool,
 }
 
+/// A request's header fields, stored as one buffer of names and values
+/// with their places in it: two allocations per request, whatever the
+/// number of fields.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fields {
+    bytes: Vec<u8>,
+    /// (start, name end, value end) of each field in `bytes`.
+    ends: Vec<(u32, u32, u32)>,
+}
+
+impl Fields {
+    /// Adds a field (`name` lower-cased here).
+    pub fn push(&mut self, name: &str, value: &[u8]) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(name.as_bytes());
+        self.bytes[start..].make_ascii_lowercase();
+        let name_end = self.bytes.len();
+        self.bytes.extend_from_slice(value);
+        // A head is at most `request_head_limit` bytes, far below 4 GiB.
+        let at = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        self.ends
+            .push((at(start), at(name_end), at(self.bytes.len())));
+    }
+
+    /// (lower-case name, value) in arrival order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&str, &[u8])> + '_ {
+        self.ends.iter().map(|&(start, name_end, end)| {
+            let (start, name_end, end) = (start as usize, name_end as usize, end as usize);
+            // Names come from httparse tokens (ASCII), so this never fails.
+            let name = std::str::from_utf8(&self.bytes[start..name_end]).unwrap_or("");
+            (name, &self.bytes[name_end..end])
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+}
+
 impl RequestHead {
+    /// The header fields: (lower-case name, trimmed value), in order.
+    pub fn headers(&self) -> impl DoubleEndedIterator<Item = (&str, &[u8])> + '_ {
+        self.fields.iter()
+    }
+
     /// The first value of a header, by lower-case name.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_slice())
+        self.headers().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
     /// The first value of a header as text, if it is valid UTF-8.
@@ -148,9 +194,17 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, us
         });
     }
     check_lines(head_bytes, limits)?;
-    let mut storage = vec![httparse::EMPTY_HEADER; limits.headers];
-    let mut req = httparse::Request::new(&mut storage);
-    match req.parse(head_bytes) {
+    // The common limit fits on the stack; a larger one is allocated.
+    let mut stack = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
+    let mut heap = Vec::new();
+    let storage: &mut [std::mem::MaybeUninit<httparse::Header<'_>>] = if limits.headers <= 128 {
+        &mut stack[..limits.headers]
+    } else {
+        heap.resize_with(limits.headers, std::mem::MaybeUninit::uninit);
+        &mut heap
+    };
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(head_bytes, storage) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(bad("malformed request head")),
         Err(httparse::Error::TooManyHeaders) => {
@@ -174,11 +228,18 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, us
     })?;
     let minor_version = req.version.unwrap_or(1);
     let raw_target = req.path.unwrap_or("");
-    let headers: Vec<(String, Vec<u8>)> = req
-        .headers
-        .iter()
-        .map(|h| (h.name.to_ascii_lowercase(), trim(h.value).to_vec()))
-        .collect();
+    let mut headers = Fields {
+        bytes: Vec::with_capacity(
+            req.headers
+                .iter()
+                .map(|h| h.name.len() + h.value.len())
+                .sum(),
+        ),
+        ends: Vec::with_capacity(req.headers.len()),
+    };
+    for h in req.headers.iter() {
+        headers.push(h.name, trim(h.value));
+    }
     let head = validate(method, raw_target, minor_version, headers)?;
     Ok(Some((head, skip + end)))
 }
@@ -303,7 +364,7 @@ fn validate(
     method: Method,
     raw_target: &str,
     minor_version: u8,
-    headers: Vec<(String, Vec<u8>)>,
+    headers: Fields,
 ) -> Result<RequestHead, HeadError> {
     let mut host: Option<String> = None;
     let mut host_count = 0;
@@ -314,8 +375,8 @@ fn validate(
     let mut close = false;
     let mut keep_alive_token = false;
     let mut expect_continue = false;
-    for (name, value) in &headers {
-        match name.as_str() {
+    for (name, value) in headers.iter() {
+        match name {
             "host" => {
                 host_count += 1;
                 host = Some(String::from_utf8_lossy(value).into_owned());
@@ -386,7 +447,7 @@ fn validate(
         method,
         target,
         minor_version,
-        headers,
+        fields: headers,
         host,
         body,
         keep_alive,
@@ -433,6 +494,29 @@ fn normalise_target(method: Method, target: &str, host: Option<&str>) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_keep_order_and_lower_case_names_in_one_buffer() {
+        let head = crate::http::test_head(
+            "GET / HTTP/1.1\r\nHost: a.test\r\nX-Forwarded-For: 1.1.1.1\r\nCookie:  a=1 \r\nx-forwarded-for: 2.2.2.2\r\n\r\n",
+        );
+        let all: Vec<(&str, &[u8])> = head.headers().collect();
+        assert_eq!(
+            all,
+            [
+                ("host", &b"a.test"[..]),
+                ("x-forwarded-for", b"1.1.1.1"),
+                ("cookie", b"a=1"),
+                ("x-forwarded-for", b"2.2.2.2"),
+            ]
+        );
+        assert_eq!(head.header("x-forwarded-for"), Some(&b"1.1.1.1"[..]));
+        assert_eq!(
+            head.headers().next_back().map(|(_, v)| v),
+            Some(&b"2.2.2.2"[..])
+        );
+        assert_eq!(head.fields.len(), 4);
+    }
 
     const LIMITS: Limits = Limits {
         line: 8192,

@@ -60,7 +60,7 @@ fn connection_names<'a>(
 
 /// The fields of a request, as `connection_names` takes them.
 fn request_fields(req: &RequestHead) -> impl Iterator<Item = (&str, &[u8])> {
-    req.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+    req.headers()
 }
 
 /// The protocol a request asks to switch to (`Upgrade` with `Connection:
@@ -102,8 +102,7 @@ pub fn request_head(req: &RequestHead, fwd: &Forwarding<'_>, out: &mut Vec<u8>) 
     out.extend_from_slice(b" HTTP/1.1\r\n");
     push_field(out, "host", target.authority.as_bytes());
     let mut forwarded_for: Option<Vec<u8>> = None;
-    for (name, value) in &req.headers {
-        let name = name.as_str();
+    for (name, value) in req.headers() {
         if is_hop_by_hop(name) || connection_names(request_fields(req), name) {
             continue;
         }
@@ -117,7 +116,7 @@ pub fn request_head(req: &RequestHead, fwd: &Forwarding<'_>, out: &mut Vec<u8>) 
                 }
                 list.extend_from_slice(value);
             }
-            "origin" if value.as_slice() != b"null" => {
+            "origin" if value != b"null" => {
                 push_field(out, name, target.origin.as_bytes());
             }
             "referer" => match rebase(value, &target.origin) {

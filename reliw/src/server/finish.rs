@@ -55,8 +55,7 @@ impl fmt::Display for LoggedHeaders<'_> {
         for name in self.names {
             // Request field names are lower-case; config names may not be.
             let value = head
-                .headers
-                .iter()
+                .headers()
                 .find(|(n, _)| n.eq_ignore_ascii_case(name))
                 .and_then(|(_, v)| std::str::from_utf8(v).ok());
             if let Some(v) = value {

@@ -90,12 +90,7 @@ impl Site {
             method: ctx.req.method.as_str(),
             path,
             args,
-            headers: ctx
-                .req
-                .headers
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.as_slice()))
-                .collect(),
+            headers: ctx.req.headers().collect(),
             client: ctx.client.to_string(),
             body: has_body.then_some(body.data.as_slice()),
         };
