@@ -13,7 +13,7 @@ pub fn content_length(value: &[u8]) -> Option<u64> {
 }
 
 /// The elements of a comma-separated list (`Connection`,
-/// `Transfer-Encoding`): trimmed of spaces and tabs, empty ones skipped.
+/// `Transfer-Encoding`): trimmed of ASCII whitespace, empty ones skipped.
 /// Compare them with `eq_ignore_ascii_case`: nothing is allocated.
 pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value

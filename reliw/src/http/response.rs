@@ -116,14 +116,6 @@ impl ResponseHead {
         self
     }
 
-    /// The value of an extra field, by name as written.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
     /// Appends the head to `out`. `date` is the `Date` value (see [`http_date`]).
     /// Copies only: no formatting machinery on the response path.
     pub fn encode(&self, date: &str, out: &mut Vec<u8>) {

@@ -58,18 +58,13 @@ fn connection_names<'a>(
     headers.any(|(n, v)| n.eq_ignore_ascii_case("connection") && headers::has_token(v, name))
 }
 
-/// The fields of a request, as `connection_names` takes them.
-fn request_fields(req: &RequestHead) -> impl Iterator<Item = (&str, &[u8])> {
-    req.headers()
-}
-
 /// The protocol a request asks to switch to (`Upgrade` with `Connection:
 /// upgrade` on a GET), if any.
 pub fn upgrade(req: &RequestHead) -> Option<&[u8]> {
     if req.method != Method::Get || req.minor_version == 0 {
         return None;
     }
-    if !connection_names(request_fields(req), "upgrade") {
+    if !connection_names(req.headers(), "upgrade") {
         return None;
     }
     req.header("upgrade").filter(|v| !v.is_empty())
@@ -103,7 +98,7 @@ pub fn request_head(req: &RequestHead, fwd: &Forwarding<'_>, out: &mut Vec<u8>) 
     push_field(out, "host", target.authority.as_bytes());
     let mut forwarded_for: Option<Vec<u8>> = None;
     for (name, value) in req.headers() {
-        if is_hop_by_hop(name) || connection_names(request_fields(req), name) {
+        if is_hop_by_hop(name) || connection_names(req.headers(), name) {
             continue;
         }
         match name {

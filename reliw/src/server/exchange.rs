@@ -147,6 +147,7 @@ async fn proxied<T: Transport, U>(
     outcome: Outcome,
     close: bool,
 ) -> Done {
+    let counted = !matches!(outcome, Outcome::ClientGone);
     let mut done = match outcome {
         Outcome::Relayed {
             status,
@@ -176,7 +177,9 @@ async fn proxied<T: Transport, U>(
             respond(io, resp, Some(head), close || !body_read).await
         }
     };
-    done.proxied = Some(host);
+    // A client that left is logged (499) but, as on the local path, not
+    // counted: no response went out.
+    done.proxied = counted.then_some(host);
     done
 }
 

@@ -1,7 +1,7 @@
 //! The last step of every request (pingora's `logging` phase): bytes and
 //! duration into the node's metrics, a forwarded request into its host's
-//! counters, and one access-log line. Nothing here allocates: the line's
-//! fields borrow from the request.
+//! counters, and one access-log line (its fields borrow from the request;
+//! only the `log_headers` text is built, and only when the line is written).
 
 use std::fmt;
 
@@ -23,6 +23,12 @@ impl<U> Conn<'_, U> {
         }
         let head = ex.head;
         let header = |name: &str| head.and_then(|h| h.header_str(name)).unwrap_or("");
+        // As text, so the line's formatter quotes it as one value.
+        let headers = LoggedHeaders {
+            head,
+            names: &self.config.log_headers,
+        }
+        .to_string();
         tracing::info!(
             target: "access",
             vhost = head.and_then(|h| h.host.as_deref()).unwrap_or(""),
@@ -30,12 +36,12 @@ impl<U> Conn<'_, U> {
             path = head.map_or("", |h| h.target.as_str()),
             status = done.status.code(),
             bytes = done.bytes,
-            duration_us = if head.is_some() { elapsed.as_micros() as u64 } else { 0 },
+            duration_us = elapsed.as_micros() as u64,
             client_ip = %ex.client,
             peer = %self.peer.ip(),
             forwarded_for = header("x-forwarded-for"),
             request_no = ex.number,
-            headers = %LoggedHeaders { head, names: &self.config.log_headers },
+            headers = headers.as_str(),
         );
     }
 }

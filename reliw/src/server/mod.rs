@@ -413,7 +413,8 @@ fn reload(shared: &Shared, path: Option<&std::path::Path>) {
     if let StoreSpec::Memory(store) = &shared.store {
         let config = shared.config();
         if let Some(file) = &config.store.site_file {
-            match store.reload(file, &config.redis.prefix) {
+            // The prefix the site runs with, whatever the new file says.
+            match store.reload(file, &shared.startup.redis.prefix) {
                 Ok(()) => {
                     shared.control.invalidate(control::Scope::All);
                     tracing::info!(path = %file.display(), "SIGHUP: site file reloaded");
@@ -430,10 +431,12 @@ fn reload_config(shared: &Shared, path: Option<&std::path::Path>) {
         return;
     };
     match Config::load(path) {
-        Ok(new) => {
-            // Certificates first: a file that cannot be used keeps the
-            // whole old config, never half of the new one.
-            let tls = match new.ssl.as_ref().map(tls::load).transpose() {
+        Ok(mut new) => {
+            // Certificates first, when TLS runs: a file that cannot be used
+            // keeps the whole old config, never half of the new one.
+            let running_tls = shared.tls().is_some();
+            let ssl = new.ssl.as_ref().filter(|_| running_tls);
+            let tls = match ssl.map(tls::load).transpose() {
                 Ok(tls) => tls,
                 Err(e) => {
                     tracing::error!("SIGHUP: keeping the old certificates and the old config: {e}");
@@ -447,7 +450,9 @@ fn reload_config(shared: &Shared, path: Option<&std::path::Path>) {
                     "SIGHUP: these keys change only on restart; their running values stay"
                 );
             }
-            if tls.is_some() && shared.tls().is_some() {
+            // The store connection cannot change under the running site.
+            new.redis = shared.startup.redis.clone();
+            if tls.is_some() {
                 *shared.tls.write().unwrap_or_else(|p| p.into_inner()) = tls;
                 tracing::info!("SIGHUP: certificates reloaded for new connections");
             }

@@ -306,6 +306,7 @@ impl Site {
         status: Status,
         config: &Config,
     ) -> Response {
+        self.cache.borrow_mut().sync(&self.control);
         let ctx = Ctx {
             req,
             config,
@@ -385,6 +386,9 @@ impl Site {
         body: &RequestBody,
         config: &Config,
     ) -> Response {
+        // The body may have taken a while: judge cached data by the clock
+        // now, and apply control messages that came meanwhile.
+        self.cache.borrow_mut().sync(&self.control);
         let path = req.path();
         let client = local.client;
         let mut ctx = Ctx {

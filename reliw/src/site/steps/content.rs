@@ -313,7 +313,7 @@ impl Site {
             let Ok(opened) = files.open(&ctx.host, &name.rel) else {
                 return Ok(None);
             };
-            let limit = if content::is_processed(&name.key) {
+            let limit = if name.is_processed() {
                 ctx.config.cache_max_size.max(RENDER_LIMIT)
             } else {
                 ctx.config.cache_max_size
@@ -374,7 +374,7 @@ impl Site {
         });
         let blob = match self.blob(store, ctx, &name, meta).await {
             Ok(Some(b)) => b,
-            Ok(None) if content::is_processed(&name.key) => {
+            Ok(None) if name.is_processed() => {
                 // Missing, or larger than RENDER_LIMIT: never the raw source.
                 if self.exists(&ctx.host, &name) {
                     tracing::error!(
