@@ -17,6 +17,7 @@ pub mod background;
 pub mod bans;
 pub mod cli;
 pub mod client_ip;
+pub mod compress;
 pub mod config;
 pub mod files;
 pub mod http;

@@ -132,6 +132,8 @@ pub struct Config {
     pub proxy: ProxySection,
     /// RELIW's Lua pages and `template.lua`: the sandbox's budgets.
     pub lua: LuaSection,
+    /// Response compression: gzip, brotli and zstd by `Accept-Encoding`.
+    pub compression: CompressionSection,
     /// How log lines are written: `text` (default) or `json` (RELIW's
     /// format: one JSON object a line).
     pub log_format: LogFormat,
@@ -226,6 +228,70 @@ impl Default for LuaSection {
             memory_limit: 64 << 20,
             time_limit_ms: 1000,
             max_body_size: 1 << 20,
+        }
+    }
+}
+
+/// Response compression (see `compress` and `site::steps::encode`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct CompressionSection {
+    /// RELIW's key: off sends every body as it is.
+    pub enabled: bool,
+    /// Codings offered, in the server's order of preference (`br`,
+    /// `zstd`, `gzip`); the client's q-values come first.
+    pub encodings: Vec<String>,
+    /// `encodings`, parsed once at load.
+    #[serde(skip)]
+    pub offered: Vec<crate::http::coding::Coding>,
+    /// Media types encoded (`type/*` for a whole major type).
+    pub types: Vec<String>,
+    /// Bodies below this are sent as they are (unless the client refuses
+    /// identity).
+    pub min_size: u64,
+    /// Bodies above this are never encoded on the fly (precompressed
+    /// siblings are still served).
+    pub max_size: u64,
+    pub gzip_level: u32,
+    pub brotli_level: u32,
+    pub zstd_level: i32,
+    /// Serve `file.br` / `file.zst` / `file.gz` beside `file` when present
+    /// and not older than it.
+    pub precompressed: bool,
+    /// Bytes of encoded forms each worker keeps.
+    pub cache_size: u64,
+}
+
+impl Default for CompressionSection {
+    fn default() -> Self {
+        use crate::http::coding::Coding;
+        Self {
+            enabled: true,
+            encodings: Coding::ALL.iter().map(|c| c.token().to_owned()).collect(),
+            offered: Coding::ALL.to_vec(),
+            types: [
+                "text/*",
+                "application/javascript",
+                "application/json",
+                "application/xml",
+                "application/xhtml+xml",
+                "application/rss+xml",
+                "application/atom+xml",
+                "application/manifest+json",
+                "application/wasm",
+                "image/svg+xml",
+                "font/ttf",
+                "font/otf",
+            ]
+            .map(String::from)
+            .to_vec(),
+            min_size: 512,
+            max_size: 1 << 20,
+            gzip_level: 6,
+            brotli_level: 5,
+            zstd_level: 3,
+            precompressed: true,
+            cache_size: 16 << 20,
         }
     }
 }
@@ -369,6 +435,7 @@ impl Default for Config {
             rate_limit: RateLimitSection::default(),
             proxy: ProxySection::default(),
             lua: LuaSection::default(),
+            compression: CompressionSection::default(),
             log_format: LogFormat::Text,
             node_name: None,
         }
@@ -614,8 +681,19 @@ const TOP_KEYS: &[&str] = &[
     "lua",
     "log_format",
     "node_name",
-    // RELIW keys reliw reads but does not use (see the operator guide).
     "compression",
+];
+const COMPRESSION_KEYS: &[&str] = &[
+    "enabled",
+    "encodings",
+    "types",
+    "min_size",
+    "max_size",
+    "gzip_level",
+    "brotli_level",
+    "zstd_level",
+    "precompressed",
+    "cache_size",
 ];
 const LUA_KEYS: &[&str] = &["memory_limit", "time_limit_ms", "max_body_size"];
 const REDIS_KEYS: &[&str] = &["host", "port", "db", "prefix", "timeout", "ssl", "auth"];
@@ -729,6 +807,7 @@ impl Config {
             ("rate_limit", RATE_LIMIT_KEYS),
             ("proxy", PROXY_KEYS),
             ("lua", LUA_KEYS),
+            ("compression", COMPRESSION_KEYS),
         ] {
             if let Some(Value::Object(obj)) = top.get(section) {
                 check_keys(section, obj, keys, &mut warnings)?;
@@ -750,6 +829,12 @@ impl Config {
         })?;
         config.apply_reliw_aliases(&mut warnings);
         config.validate()?;
+        config.compression.offered = config
+            .compression
+            .encodings
+            .iter()
+            .filter_map(|t| crate::http::coding::Coding::from_token(t))
+            .collect();
         config.trusted_proxy_cidrs = config
             .trusted_proxies
             .iter()
@@ -786,6 +871,54 @@ impl Config {
         }
     }
 
+    fn validate_compression(&self) -> Result<(), ConfigError> {
+        use crate::http::coding::Coding;
+        let c = &self.compression;
+        let mut seen = Vec::new();
+        for token in &c.encodings {
+            match Coding::from_token(token) {
+                Some(coding) if !seen.contains(&coding) => seen.push(coding),
+                Some(_) => {
+                    return Err(invalid(
+                        "compression.encodings",
+                        format!("{token} is listed twice"),
+                    ));
+                }
+                None => {
+                    return Err(invalid(
+                        "compression.encodings",
+                        format!("unknown coding {token:?} (br, zstd, gzip)"),
+                    ));
+                }
+            }
+        }
+        if let Some(t) = c.types.iter().find(|t| !t.contains('/')) {
+            return Err(invalid(
+                "compression.types",
+                format!("{t:?} is not a media type"),
+            ));
+        }
+        if c.min_size > c.max_size {
+            return Err(invalid(
+                "compression.min_size",
+                "must not exceed compression.max_size",
+            ));
+        }
+        if c.max_size > 64 << 20 {
+            return Err(invalid("compression.max_size", "must be at most 64 MiB"));
+        }
+        if !(1..=9).contains(&c.gzip_level) {
+            return Err(invalid("compression.gzip_level", "must be 1 to 9"));
+        }
+        if c.brotli_level > 11 {
+            return Err(invalid("compression.brotli_level", "must be 0 to 11"));
+        }
+        if !(1..=19).contains(&c.zstd_level) {
+            return Err(invalid("compression.zstd_level", "must be 1 to 19"));
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let positive = |key: &str, v: u64| {
             if v == 0 {
@@ -806,6 +939,7 @@ impl Config {
         seconds("request_header_timeout", self.request_header_timeout)?;
         seconds("request_body_timeout", self.request_body_timeout)?;
         seconds("tls_handshake_timeout", self.tls_handshake_timeout)?;
+        self.validate_compression()?;
         let l = &self.lua;
         if !(1 << 20..=4 << 30).contains(&l.memory_limit) {
             return Err(invalid(

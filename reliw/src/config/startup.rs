@@ -54,6 +54,7 @@ startup_keys!(c => {
     "cache_revalidate_ms" cache_revalidate_ms: u64 = c.cache_revalidate_ms,
     "cache_max_fds" cache_max_fds: usize = c.cache_max_fds,
     "sendfile_min_size" sendfile_min_size: u64 = c.sendfile_min_size,
+    "compression.cache_size" compression_cache_size: u64 = c.compression.cache_size,
     "site_cache_ttl_ms" site_cache_ttl_ms: u64 = c.site_cache_ttl_ms,
     "log_level" log_level: LogLevel = c.log_level,
     "log_format" log_format: LogFormat = c.log_format,

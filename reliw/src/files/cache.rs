@@ -28,6 +28,9 @@ use super::{FileError, Files, Meta, OpenFile};
 /// Default size from which files are sent with sendfile rather than from memory.
 pub const SENDFILE_MIN: u64 = 16 * 1024;
 
+/// Most sibling misses remembered per worker.
+const MAX_MISSING: usize = 16 * 1024;
+
 /// What a cached file is served from.
 pub enum Content {
     /// The whole file, in memory.
@@ -64,6 +67,10 @@ pub struct Limits {
 
 pub struct FileCache {
     entries: HashMap<Key, Rc<Entry>>,
+    /// Precompressed siblings found missing, and when: not looked for
+    /// again before `revalidate` (a hot file without siblings costs no
+    /// syscall for them).
+    missing: HashMap<Key, Instant>,
     order: VecDeque<Key>,
     bytes: u64,
     fds: usize,
@@ -74,6 +81,7 @@ impl FileCache {
     pub fn new(limits: Limits) -> Self {
         Self {
             entries: HashMap::new(),
+            missing: HashMap::new(),
             order: VecDeque::new(),
             bytes: 0,
             fds: 0,
@@ -143,6 +151,40 @@ impl FileCache {
             self.insert(key, Rc::clone(&entry));
         }
         Ok(entry)
+    }
+
+    /// The precompressed sibling of `rel` for `coding` (`rel` plus `.br`,
+    /// `.zst` or `.gz`), through the cache, with misses remembered for
+    /// `revalidate`.
+    pub fn sibling(
+        &mut self,
+        files: &mut Files,
+        host: &str,
+        rel: &[u8],
+        coding: crate::http::coding::Coding,
+    ) -> Option<Rc<Entry>> {
+        let mut name = Vec::with_capacity(rel.len() + 4);
+        name.extend_from_slice(rel);
+        name.extend_from_slice(coding.file_suffix().as_bytes());
+        let key: Key = (host.to_owned(), name);
+        let now = Instant::now();
+        if let Some(&when) = self.missing.get(&key) {
+            if now.duration_since(when) < self.limits.revalidate {
+                return None;
+            }
+            self.missing.remove(&key);
+        }
+        match self.get(files, host, &key.1) {
+            Ok(entry) => Some(entry),
+            Err(_) => {
+                // Bounded: a flood of distinct paths only clears it.
+                if self.missing.len() >= MAX_MISSING {
+                    self.missing.clear();
+                }
+                self.missing.insert(key, now);
+                None
+            }
+        }
     }
 
     fn over_limits(&self, entry: &Entry) -> bool {

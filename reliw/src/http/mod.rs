@@ -7,8 +7,10 @@
 //! - [`body`]: Content-Length and chunked body decoding.
 //! - [`response`]: status codes and response head encoding.
 //! - [`headers`]: field-value grammar shared with the upstream parser.
+//! - [`coding`]: `Accept-Encoding` negotiation and per-coding ETags.
 
 pub mod body;
+pub mod coding;
 pub mod headers;
 pub mod request;
 pub mod response;

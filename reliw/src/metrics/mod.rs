@@ -52,6 +52,9 @@ pub struct NodeMetrics {
     /// Proxied requests that failed at the upstream, by cause (`connect`,
     /// `tls`, `timeout`, `send`, `protocol`, `cut`).
     pub upstream_failures: Family<[(&'static str, &'static str); 1], Counter>,
+    /// Encoded responses by coding and where the form came from
+    /// (`encoded` now, `cached`, `precompressed` sibling).
+    pub compressed: Family<[(&'static str, &'static str); 2], Counter>,
     shield: ShieldSource,
 }
 
@@ -136,6 +139,12 @@ impl NodeMetrics {
             "Proxied requests that failed at the upstream, by cause",
             upstream_failures.clone(),
         );
+        let compressed = Family::default();
+        registry.register(
+            "compressed_responses",
+            "Responses sent with a content coding, by coding and by source of the encoded form",
+            compressed.clone(),
+        );
         let cache_hit = site_cache.get_or_create(&[("result", "hit")]).clone();
         let cache_miss = site_cache.get_or_create(&[("result", "miss")]).clone();
         Self {
@@ -155,6 +164,7 @@ impl NodeMetrics {
             upstream_reused,
             upstream_retried,
             upstream_failures,
+            compressed,
             shield,
         }
     }
@@ -172,6 +182,14 @@ impl NodeMetrics {
     pub fn upstream_failed(&self, cause: &'static str) {
         self.upstream_failures
             .get_or_create(&[("cause", cause)])
+            .inc();
+    }
+
+    /// Counts a response sent with `coding`; `source`: `encoded`,
+    /// `cached` or `precompressed`.
+    pub fn compressed(&self, coding: &'static str, source: &'static str) {
+        self.compressed
+            .get_or_create(&[("coding", coding), ("source", source)])
             .inc();
     }
 

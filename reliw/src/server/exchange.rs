@@ -135,6 +135,7 @@ pub(super) async fn run<T: Transport, U: Connect>(
         Ok(local) => cx.worker.handle_local(head, local, sink, cx.config).await,
         Err(resp) => resp,
     };
+    let resp = cx.worker.site().encode(head, resp, cx.config);
     respond(io, resp, Some(head), close).await
 }
 
@@ -173,6 +174,7 @@ async fn proxied<T: Transport, U>(
                 .site()
                 .proxy_error(head, &host, status, cx.config)
                 .await;
+            let resp = cx.worker.site().encode(head, resp, cx.config);
             // A body left unread cannot be told from the next request.
             respond(io, resp, Some(head), close || !body_read).await
         }
@@ -282,7 +284,7 @@ async fn write_response<T: Transport>(
     request: Option<&RequestHead>,
     close: bool,
 ) -> (bool, u64) {
-    let Response { mut head, body } = resp;
+    let Response { mut head, body, .. } = resp;
     head.close = close;
     if let Some(req) = request
         && req.minor_version == 0

@@ -96,6 +96,10 @@ pub struct RequestBody {
 pub struct Response {
     pub head: ResponseHead,
     pub body: Body,
+    /// A validator derived from the body's bytes (a file's identity, a
+    /// content hash), even when no ETag is sent: the key its encoded
+    /// forms are cached under. `None`: encoded anew for each request.
+    pub form_key: Option<Rc<str>>,
 }
 
 impl Response {
@@ -113,6 +117,7 @@ impl Response {
         Self {
             head,
             body: Body::Bytes(body),
+            form_key: None,
         }
     }
 
@@ -131,6 +136,7 @@ impl Response {
         Self {
             head,
             body: Body::Empty,
+            form_key: None,
         }
     }
 }
@@ -175,6 +181,8 @@ pub struct Site {
     cache: RefCell<SiteCache>,
     files: RefCell<Files>,
     file_cache: RefCell<FileCache>,
+    /// Encoded forms of bodies (the encode step's cache).
+    forms: RefCell<crate::compress::Forms>,
     pub counts: RefCell<RequestCounts>,
     store_log: Throttle,
     fail_open_log: Throttle,
@@ -219,6 +227,7 @@ impl Site {
             )),
             files: RefCell::new(Files::new(startup.data_dir.clone())),
             file_cache: RefCell::new(file_cache),
+            forms: RefCell::new(crate::compress::Forms::new(startup.compression_cache_size)),
             counts: RefCell::new(RequestCounts::new(keys.clone())),
             keys,
             control,
@@ -279,7 +288,7 @@ impl Site {
             None => {
                 let mut files = self.files.borrow_mut();
                 let mut cache = self.file_cache.borrow_mut();
-                static_response(req, &mut files, &mut cache)
+                static_response(req, &mut files, &mut cache, &config.compression, &self.node)
             }
             Some(store) => self.local_steps(store, req, local, body, config).await,
         }

@@ -4,9 +4,13 @@
 //! Lua pages run; validators, `Cache-Control` and 304. Also the `static`
 //! backend's plain file serving, and ACME tokens from `DATA`.
 
+use super::encode;
+use crate::compress::eligible_type;
+use crate::config::CompressionSection;
 use crate::files::FileError;
 use crate::files::Files;
 use crate::files::cache::Content;
+use crate::files::cache::Entry;
 use crate::files::cache::FileCache;
 use crate::files::respond::BodyPlan;
 use crate::files::respond::DEFAULT_CACHE_CONTROL;
@@ -18,9 +22,12 @@ use crate::http::Method;
 use crate::http::RequestHead;
 use crate::http::ResponseHead;
 use crate::http::Status;
+use crate::http::coding::tag_names;
+use crate::http::coding::{Choice, Coding};
 use crate::look::Look;
 use crate::lua::LuaError;
 use crate::lua::LuaRuntime;
+use crate::metrics::NodeMetrics;
 use crate::site::Body;
 use crate::site::Ctx;
 use crate::site::RequestBody;
@@ -171,12 +178,15 @@ impl Site {
             return Response {
                 head,
                 body: Body::Empty,
+                form_key: None,
             };
         }
         head.content_length = content.len() as u64;
+        // No form key: a Lua page's output is its own, every time.
         Response {
             head,
             body: Body::Bytes(content),
+            form_key: None,
         }
     }
 
@@ -399,6 +409,8 @@ impl Site {
                         &ctx.host,
                         &name.rel,
                         Some(cache_control.unwrap_or("")),
+                        &ctx.config.compression,
+                        &self.node,
                     )
                 };
                 if r.head.status == Status::NOT_FOUND {
@@ -443,6 +455,7 @@ impl Site {
                 return Response {
                     head,
                     body: Body::Empty,
+                    form_key: None,
                 };
             }
         }
@@ -453,6 +466,8 @@ impl Site {
         Response {
             head,
             body: Body::Bytes(body),
+            // Both ETags are content hashes.
+            form_key: Some(etag),
         }
     }
 
@@ -531,6 +546,8 @@ pub(in crate::site) fn static_response(
     req: &RequestHead,
     files: &mut Files,
     cache: &mut FileCache,
+    compression: &CompressionSection,
+    node: &NodeMetrics,
 ) -> Response {
     let Some(host) = request_host(req) else {
         return Response::error(Status::BAD_REQUEST);
@@ -549,10 +566,13 @@ pub(in crate::site) fn static_response(
             .push(("Allow", HeaderValue::Static("GET, HEAD")));
         return r;
     }
-    file_response(req, files, cache, &host, &rel, None)
+    file_response(req, files, cache, &host, &rel, None, compression, node)
 }
 
-/// A file from disk through the file cache (sendfile, ranges, validators).
+/// A file from disk through the file cache (sendfile, ranges, validators),
+/// or its precompressed sibling (`file.br`, `.zst`, `.gz`) when the client
+/// takes that coding and the sibling is not older than the file.
+#[allow(clippy::too_many_arguments)]
 fn file_response(
     req: &RequestHead,
     files: &mut Files,
@@ -560,9 +580,20 @@ fn file_response(
     host: &str,
     rel: &[u8],
     cache_control: Option<&str>,
+    compression: &CompressionSection,
+    node: &NodeMetrics,
 ) -> Response {
     match cache.get(files, host, rel) {
         Ok(entry) => {
+            let sibling = if compression.enabled
+                && compression.precompressed
+                && req.header("range").is_none()
+                && eligible_type(&entry.fields.content_type, &compression.types)
+            {
+                precompressed(req, files, cache, host, rel, &entry, &compression.offered)
+            } else {
+                None
+            };
             let mut p = plan(req, &entry.meta, &entry.fields);
             match cache_control {
                 // RELIW's rules gave none: no Cache-Control (validators stay).
@@ -576,6 +607,18 @@ fn file_response(
                 }
                 None => {}
             }
+            if let Some((coding, sib)) = sibling
+                && p.head.status == Status::OK
+            {
+                encode::mark_encoded(&mut p.head, coding);
+                p.head.content_length = sib.meta.size;
+                node.compressed(coding.token(), "precompressed");
+                return Response {
+                    head: p.head,
+                    body: whole(&sib),
+                    form_key: None,
+                };
+            }
             let body = match (p.body, &entry.content) {
                 (BodyPlan::Empty, _) => Body::Empty,
                 (BodyPlan::Range { start, len }, Content::Bytes(data)) => {
@@ -587,7 +630,11 @@ fn file_response(
                     len,
                 },
             };
-            Response { head: p.head, body }
+            Response {
+                head: p.head,
+                body,
+                form_key: Some(Rc::clone(&entry.fields.etag)),
+            }
         }
         Err(FileError::NotFound | FileError::Escape) => Response::error(Status::NOT_FOUND),
         Err(FileError::Forbidden) => Response::error(Status::FORBIDDEN),
@@ -595,6 +642,50 @@ fn file_response(
             tracing::error!(host, path = req.path(), error = %e, "reading a file failed");
             Response::error(Status::INTERNAL_SERVER_ERROR)
         }
+    }
+}
+
+/// The best precompressed sibling of a file for this request, if any.
+fn precompressed(
+    req: &RequestHead,
+    files: &mut Files,
+    cache: &mut FileCache,
+    host: &str,
+    rel: &[u8],
+    base: &Entry,
+    offered: &[Coding],
+) -> Option<(Coding, Rc<Entry>)> {
+    let acc = encode::accepted(req);
+    let mut found: Vec<(Coding, Rc<Entry>)> = Vec::new();
+    for &coding in offered {
+        if acc.weight(coding) == 0 {
+            continue;
+        }
+        if let Some(sib) = cache.sibling(files, host, rel, coding)
+            && sib.meta.modified >= base.meta.modified
+        {
+            found.push((coding, sib));
+        }
+    }
+    let available: Vec<Coding> = found.iter().map(|(c, _)| *c).collect();
+    match acc.choose(&available) {
+        Choice::Encoded(c) => found.into_iter().find(|(f, _)| *f == c),
+        Choice::Identity | Choice::NotAcceptable => None,
+    }
+}
+
+/// The whole of a cached file as a body.
+fn whole(entry: &Entry) -> Body {
+    if entry.meta.size == 0 {
+        return Body::Empty;
+    }
+    match &entry.content {
+        Content::Bytes(data) => Body::Bytes(data.clone()),
+        Content::File(file) => Body::File {
+            file: Rc::clone(file),
+            start: 0,
+            len: entry.meta.size,
+        },
     }
 }
 
@@ -615,15 +706,15 @@ fn cache_control_value(meta: &EntryMeta, cc: &str) -> HeaderValue {
     }
 }
 
-/// Whether `If-None-Match` names `etag` (weakly; `*` matches; RELIW's
-/// unquoted hashes are understood too).
+/// Whether `If-None-Match` names `etag` (weakly, in any coding; `*`
+/// matches; RELIW's unquoted hashes are understood too).
 fn if_none_match(req: &RequestHead, etag: &str) -> bool {
     let Some(header) = req.header_str("if-none-match") else {
         return false;
     };
     let bare = etag.trim_matches('"');
-    header.split(',').map(str::trim).any(|tag| {
-        let tag = tag.strip_prefix("W/").unwrap_or(tag);
-        tag == "*" || tag == etag || tag == bare
-    })
+    header
+        .split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag == bare || tag_names(tag, etag))
 }

@@ -1,10 +1,12 @@
 //! The site's steps, one file each, in pipeline order (see the module
 //! above): `waf`, then (after the proxy decision and routing) `auth`,
-//! `limit`, `content`; `errors` is how any of them answers with an error.
+//! `limit`, `content`, and `encode` for every locally made response;
+//! `errors` is how any of them answers with an error.
 //! Each is an `impl Site` block over the request context `Ctx`.
 
 mod auth;
 mod content;
+mod encode;
 mod errors;
 mod limit;
 mod waf;
