@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use reliw_tests::server::{Client, Server, Site};
 use reliw_tests::tls::TestCa;
-use reliw_tests::upstream::{Upstream, checksum, pattern};
+use reliw_tests::upstream::{Upstream, checksum, pattern, text_body};
 use reliw_tests::wait_until;
 use serde_json::{Value, json};
 
@@ -694,4 +694,93 @@ fn websockets_relay_over_tls_on_both_sides() {
         tls.read_exact(&mut back).unwrap();
         assert!(back == msg, "{size} bytes came back changed");
     }
+}
+
+/// Decodes a body in `coding` (gzip, br or zstd).
+fn decode(coding: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    match coding {
+        "gzip" => {
+            flate2::read::GzDecoder::new(body)
+                .read_to_end(&mut out)
+                .unwrap();
+        }
+        "br" => brotli::BrotliDecompress(&mut &body[..], &mut out).unwrap(),
+        "zstd" => out = zstd::stream::decode_all(body).unwrap(),
+        other => panic!("unknown coding {other}"),
+    }
+    out
+}
+
+#[test]
+fn uncompressed_upstream_answers_are_encoded_on_their_way() {
+    let site = Site::new();
+    let up = Upstream::plain();
+    let server = start(&site, &[("app.test", plain_entry(&up))], json!({}), &[]);
+    let ask = |path: &str, ae: &str| {
+        request(
+            server.addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: app.test\r\nAccept-Encoding: {ae}\r\n\r\n"),
+        )
+    };
+    for coding in ["gzip", "br", "zstd"] {
+        let r = ask("/text/200000", coding);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-encoding"), Some(coding));
+        assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+        assert_eq!(r.header("content-length"), None);
+        assert_eq!(r.header("accept-ranges"), None);
+        assert_eq!(r.header("etag"), Some("W/\"v1\""));
+        assert_eq!(r.header("vary"), Some("Cookie, Accept-Encoding"));
+        assert!(r.body.len() < 20_000, "{coding}: {}", r.body.len());
+        assert_eq!(decode(coding, &r.body), text_body(200_000), "{coding}");
+        // The upstream was asked as the client asked.
+        assert_eq!(up.last().header("accept-encoding").as_deref(), Some(coding));
+    }
+    // A stream of unknown length, in pieces.
+    let r = ask("/text-stream", "gzip");
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert_eq!(decode("gzip", &r.body), text_body(3000));
+    // No Accept-Encoding: as the upstream sent it, with Vary.
+    let r = get(server.addr, "app.test", "/text/2000");
+    assert_eq!(r.header("content-encoding"), None);
+    assert_eq!(r.header("content-length"), Some("2000"));
+    assert_eq!(r.header("vary"), Some("Cookie, Accept-Encoding"));
+    assert_eq!(r.body, text_body(2000));
+    // Already encoded, too small, not text, HEAD: relayed as they are.
+    let r = ask("/pre-encoded", "gzip, br");
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert_eq!(r.body, text_body(2000));
+    let r = ask("/text/100", "gzip");
+    assert_eq!((r.header("content-encoding"), r.body.len()), (None, 100));
+    let r = ask("/big/5000", "gzip");
+    assert_eq!((r.header("content-encoding"), r.body.len()), (None, 5000));
+    let mut c = Client::connect(server.addr);
+    c.send(b"HEAD /text/5000 HTTP/1.1\r\nHost: app.test\r\nAccept-Encoding: gzip\r\n\r\n");
+    let r = c.response_to("HEAD");
+    assert_eq!(r.header("content-encoding"), None);
+    assert_eq!(r.header("content-length"), Some("5000"));
+    // HTTP/1.0: no chunks, so the end is the close.
+    let mut c = Client::connect(server.addr);
+    c.send(b"GET /text/50000 HTTP/1.0\r\nHost: app.test\r\nAccept-Encoding: gzip\r\n\r\n");
+    let raw = c.read_to_close();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&raw[..split]).to_lowercase();
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert_eq!(decode("gzip", &raw[split..]), text_body(50_000));
+    // Off in the config: relayed as they are.
+    let server = start(
+        &site,
+        &[("app.test", plain_entry(&up))],
+        json!({"compression": {"enabled": false}}),
+        &[],
+    );
+    let r = request(
+        server.addr,
+        "GET /text/5000 HTTP/1.1\r\nHost: app.test\r\nAccept-Encoding: gzip\r\n\r\n",
+    );
+    assert_eq!(r.header("content-encoding"), None);
+    assert_eq!(r.header("vary"), Some("Cookie"));
+    assert_eq!(r.body, text_body(5000));
 }

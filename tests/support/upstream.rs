@@ -402,6 +402,41 @@ fn serve<S: Stream>(mut s: S, connection: usize, st: &State) {
                 drop_next = true;
                 reply(&mut s, head_only, "200 OK", "", b"armed")
             }
+            p if p.starts_with("/text/") => {
+                let n: usize = p["/text/".len()..].parse().unwrap_or(0);
+                reply(
+                    &mut s,
+                    head_only,
+                    "200 OK",
+                    "Content-Type: text/html; charset=utf-8\r\nETag: \"v1\"\r\n\
+                     Accept-Ranges: bytes\r\nVary: Cookie\r\n",
+                    &text_body(n),
+                )
+            }
+            "/text-stream" => {
+                // Three pieces a little apart, of unknown total length.
+                let mut ok = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
+                          Transfer-Encoding: chunked\r\n\r\n",
+                    )
+                    .is_ok();
+                for piece in text_body(3000).chunks(1000) {
+                    let mut chunk = format!("{:x}\r\n", piece.len()).into_bytes();
+                    chunk.extend_from_slice(piece);
+                    chunk.extend_from_slice(b"\r\n");
+                    ok = ok && s.write_all(&chunk).is_ok() && s.flush().is_ok();
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                ok && s.write_all(b"0\r\n\r\n").is_ok() && s.flush().is_ok()
+            }
+            "/pre-encoded" => reply(
+                &mut s,
+                head_only,
+                "200 OK",
+                "Content-Type: text/html\r\nContent-Encoding: gzip\r\n",
+                &text_body(2000),
+            ),
             p if p.starts_with("/big/") => {
                 let n: u64 = p["/big/".len()..].parse().unwrap_or(0);
                 let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n");
@@ -439,6 +474,16 @@ fn serve<S: Stream>(mut s: S, connection: usize, st: &State) {
 }
 
 /// Writes a response with a Content-Length body (no body for HEAD).
+/// `n` bytes of text that compresses well (what `/text/<n>` sends).
+pub fn text_body(n: usize) -> Vec<u8> {
+    b"<p>proxied text, the same line again and again</p>\n"
+        .iter()
+        .copied()
+        .cycle()
+        .take(n)
+        .collect()
+}
+
 fn reply(s: &mut impl Write, head_only: bool, status: &str, extra: &str, body: &[u8]) -> bool {
     let mut out = format!(
         "HTTP/1.1 {status}\r\nContent-Length: {}\r\n{extra}\r\n",

@@ -17,6 +17,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use super::target::ProxyTarget;
+use crate::http::coding::Coding;
 use crate::http::{BodyFraming, Method, RequestHead, headers};
 
 /// Who the request is forwarded for.
@@ -352,6 +353,39 @@ pub struct ClientSide<'a> {
     pub date: &'a str,
     /// The client's `Host` (a cookie's `Domain=` is rewritten to it).
     pub client_host: Option<&'a str>,
+    /// The body is encoded on its way: `Content-Encoding` is added, the
+    /// ETag made weak (the bytes differ, the representation does not, so
+    /// a client's `If-None-Match` still means something to the upstream),
+    /// `Accept-Ranges` dropped.
+    pub encoding: Option<Coding>,
+    /// Add `Accept-Encoding` to `Vary` (the answer depends on it here).
+    pub vary_encoding: bool,
+}
+
+impl UpstreamHead {
+    /// The first value of a field, by case-insensitive name.
+    pub fn field(&self, name: &str) -> Option<&[u8]> {
+        self.headers()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// Whether the body may be encoded by us on its way: a 200 with a body
+    /// of a listed type, not encoded already, not a range, not marked
+    /// `no-transform`, and not known to be smaller than `min_size`.
+    pub fn encodable(&self, types: &[String], min_size: u64) -> bool {
+        let text = |name: &str| self.field(name).and_then(|v| std::str::from_utf8(v).ok());
+        self.status == 200
+            && !matches!(self.framing, ResponseFraming::None)
+            && !matches!(self.framing, ResponseFraming::Length(n) if n < min_size.max(1))
+            && text("content-encoding").is_none_or(|v| v.trim().eq_ignore_ascii_case("identity"))
+            && self.field("content-range").is_none()
+            && !text("cache-control").is_some_and(|cc| {
+                cc.split(',')
+                    .any(|d| d.trim().eq_ignore_ascii_case("no-transform"))
+            })
+            && text("content-type").is_some_and(|t| crate::compress::eligible_type(t, types))
+    }
 }
 
 /// Appends the head the client gets for the upstream's `up`.
@@ -368,6 +402,7 @@ pub fn response_head(up: &UpstreamHead, side: &ClientSide<'_>, out: &mut Vec<u8>
     );
     let switching = up.status == 101;
     let mut dated = false;
+    let mut varied = false;
     for (name, value) in up.headers() {
         let is = |n: &str| name.eq_ignore_ascii_case(n);
         if switching && is("upgrade") {
@@ -375,6 +410,36 @@ pub fn response_head(up: &UpstreamHead, side: &ClientSide<'_>, out: &mut Vec<u8>
             continue;
         }
         if is_hop_by_hop(name) || connection_names(up.headers(), name) {
+            continue;
+        }
+        if side.encoding.is_some() {
+            if is("accept-ranges") || is("content-encoding") {
+                continue;
+            }
+            if is("etag") {
+                if value.starts_with(b"W/") {
+                    push_field(out, name, value);
+                } else {
+                    let mut weak = b"W/".to_vec();
+                    weak.extend_from_slice(value);
+                    push_field(out, name, &weak);
+                }
+                continue;
+            }
+        }
+        if side.vary_encoding && is("vary") {
+            let listed = value.split(|b| *b == b',').any(|t| {
+                let t = t.trim_ascii();
+                t.eq_ignore_ascii_case(b"accept-encoding") || t == b"*"
+            });
+            if listed {
+                push_field(out, name, value);
+            } else {
+                let mut v = value.to_vec();
+                v.extend_from_slice(b", Accept-Encoding");
+                push_field(out, name, &v);
+            }
+            varied = true;
             continue;
         }
         if is("content-length") {
@@ -405,6 +470,12 @@ pub fn response_head(up: &UpstreamHead, side: &ClientSide<'_>, out: &mut Vec<u8>
     }
     if !dated {
         push_field(out, "Date", side.date.as_bytes());
+    }
+    if let Some(coding) = side.encoding {
+        push_field(out, "Content-Encoding", coding.token().as_bytes());
+    }
+    if side.vary_encoding && !varied {
+        push_field(out, "Vary", b"Accept-Encoding");
     }
     match side.framing {
         ClientFraming::Length(n) => push_field(out, "Content-Length", n.to_string().as_bytes()),
@@ -652,6 +723,8 @@ mod tests {
             keep_alive_10: false,
             date: "D",
             client_host: Some("Site.example:8443"),
+            encoding: None,
+            vary_encoding: false,
         };
         let mut out = Vec::new();
         response_head(&up, &side, &mut out);
@@ -695,5 +768,57 @@ mod tests {
             text.contains("Content-Length: 0\r\nConnection: close\r\n\r\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn encoded_bodies_change_the_head_they_travel_under() {
+        let types = vec![String::from("text/*")];
+        let head = |extra: &str| {
+            parse(
+                &format!("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n{extra}\r\n"),
+                Method::Get,
+            )
+            .unwrap()
+        };
+        assert!(head("Content-Length: 2000\r\n").encodable(&types, 512));
+        assert!(head("Transfer-Encoding: chunked\r\n").encodable(&types, 512));
+        assert!(!head("Content-Length: 100\r\n").encodable(&types, 512));
+        assert!(!head("Content-Length: 0\r\n").encodable(&types, 0));
+        assert!(!head("Content-Length: 2000\r\nContent-Encoding: gzip\r\n").encodable(&types, 512));
+        assert!(
+            !head("Content-Length: 2000\r\nCache-Control: public, no-transform\r\n")
+                .encodable(&types, 512)
+        );
+        assert!(!head("Content-Length: 2000\r\n").encodable(&[String::from("image/*")], 512));
+
+        let up = head(
+            "Content-Length: 2000\r\nETag: \"v1\"\r\nAccept-Ranges: bytes\r\nVary: Cookie\r\n",
+        );
+        let side = ClientSide {
+            tls: false,
+            origin: None,
+            upstream_origin: "http://up",
+            framing: ClientFraming::Chunked,
+            close: false,
+            keep_alive_10: false,
+            date: "D",
+            client_host: None,
+            encoding: Some(Coding::Gzip),
+            vary_encoding: true,
+        };
+        let mut out = Vec::new();
+        response_head(&up, &side, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        for kept in [
+            "ETag: W/\"v1\"\r\n",
+            "Vary: Cookie, Accept-Encoding\r\n",
+            "Content-Encoding: gzip\r\n",
+            "Transfer-Encoding: chunked\r\n",
+        ] {
+            assert!(text.contains(kept), "{kept:?} not in {text}");
+        }
+        for gone in ["Accept-Ranges", "Content-Length"] {
+            assert!(!text.contains(gone), "{gone} in {text}");
+        }
     }
 }

@@ -39,6 +39,8 @@ pub(crate) enum BodyBreak {
     /// Closed before the length it announced.
     ClosedEarly,
     Read(io::Error),
+    /// Our encoder failed (compressing the body on its way).
+    Encode(io::Error),
 }
 
 impl ProxyError {
@@ -85,6 +87,7 @@ impl fmt::Display for BodyBreak {
             Self::Silent => f.write_str("upstream went silent mid-body"),
             Self::ClosedEarly => f.write_str("upstream closed before the body ended"),
             Self::Read(e) => write!(f, "reading the body: {e}"),
+            Self::Encode(e) => write!(f, "encoding the body: {e}"),
         }
     }
 }

@@ -26,7 +26,9 @@ pub(crate) use self::error::ProxyError;
 use self::send::SendFail;
 use super::transport::{Connect, Transport};
 use super::upstream::{UpConn, Upstreams};
+use crate::compress::StreamEncoder;
 use crate::config::Config;
+use crate::http::coding::{Accepted, Choice, Coding};
 use crate::http::{BodyDecoder, Method, RequestHead, Status};
 use crate::proxy::ProxyTarget;
 use crate::proxy::head::{self, ClientFraming, ClientSide, Forwarding, UpstreamHead};
@@ -147,7 +149,24 @@ pub(crate) async fn forward<T: Transport, U: Connect>(
 
     let p = &config.proxy;
     let status = Status::from_code(response.status);
-    let framing = ClientFraming::for_client(response.framing, req.minor_version);
+    let (coding, vary_encoding) = body_coding(req, &response, config);
+    let encoder = coding.and_then(|c| match StreamEncoder::new(c, &config.compression) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot make an encoder; relaying as it is");
+            None
+        }
+    });
+    let coding = coding.filter(|_| encoder.is_some());
+    let framing = match coding {
+        // The encoded length is known only at the end.
+        Some(_) if req.minor_version >= 1 => ClientFraming::Chunked,
+        Some(_) => ClientFraming::Close,
+        None => ClientFraming::for_client(response.framing, req.minor_version),
+    };
+    if let Some(c) = coding {
+        upstreams.node().compressed(c.token(), "proxied");
+    }
     let close = info.closing || !body.is_done() || framing == ClientFraming::Close;
     let mut out = upstreams.buffer(p.buffer_size);
     super::date::with_date(|date| {
@@ -160,6 +179,8 @@ pub(crate) async fn forward<T: Transport, U: Connect>(
             keep_alive_10: req.minor_version == 0 && !close,
             date,
             client_host: req.host.as_deref(),
+            encoding: coding,
+            vary_encoding,
         };
         head::response_head(&response, &side, &mut out);
     });
@@ -176,7 +197,7 @@ pub(crate) async fn forward<T: Transport, U: Connect>(
     }
 
     let relayed = relay::relay_body(
-        client, &mut up, &response, framing, &mut rest, &mut out, config,
+        client, &mut up, &response, framing, &mut rest, &mut out, encoder, config,
     )
     .await;
     upstreams.recycle(out, p.buffer_size);
@@ -292,6 +313,31 @@ async fn acquire<U: Connect>(
         .await
         .map_err(ProxyError::Connect)?;
     Ok((conn, false))
+}
+
+/// Whether we encode the upstream's body on its way, and with what; and
+/// whether the answer varies by `Accept-Encoding` here. An upstream that
+/// encodes (or marks `no-transform`) is relayed as it is; a client that
+/// refuses identity and all we offer gets identity all the same (the
+/// upstream chose the representation).
+fn body_coding(
+    req: &RequestHead,
+    response: &UpstreamHead,
+    config: &Config,
+) -> (Option<Coding>, bool) {
+    let cfg = &config.compression;
+    if !cfg.enabled || req.method == Method::Head || !response.encodable(&cfg.types, cfg.min_size) {
+        return (None, false);
+    }
+    let accepted = Accepted::parse(
+        req.headers()
+            .filter(|(name, _)| *name == "accept-encoding")
+            .filter_map(|(_, v)| std::str::from_utf8(v).ok()),
+    );
+    match accepted.choose(&cfg.offered) {
+        Choice::Encoded(c) => (Some(c), true),
+        Choice::Identity | Choice::NotAcceptable => (None, true),
+    }
 }
 
 /// Appends `data` to `out`, as one chunk when `chunked`.

@@ -8,6 +8,7 @@ use tokio::time::Instant;
 use super::error::{BodyBreak, ProxyError};
 use super::frame;
 use super::send::write_within;
+use crate::compress::StreamEncoder;
 use crate::config::Config;
 use crate::http::{BodyDecoder, BodyFraming, Method};
 use crate::proxy::head::{self, ClientFraming, LAST_CHUNK, ResponseFraming, UpstreamHead};
@@ -67,6 +68,7 @@ pub(super) async fn await_head<U: Transport>(
 /// Relays the response body: `out` holds the client head already. Returns
 /// the bytes sent, or them and why the relay stopped early (`None`: the
 /// client left, nothing to log).
+#[allow(clippy::too_many_arguments, reason = "the relay's shared state")]
 pub(super) async fn relay_body<T: Transport, U: Transport>(
     client: &mut T,
     up: &mut UpConn<U>,
@@ -74,6 +76,7 @@ pub(super) async fn relay_body<T: Transport, U: Transport>(
     framing: ClientFraming,
     rbuf: &mut Vec<u8>,
     out: &mut Vec<u8>,
+    mut encoder: Option<StreamEncoder>,
     config: &Config,
 ) -> Result<u64, (u64, Option<BodyBreak>)> {
     let p = &config.proxy;
@@ -92,13 +95,15 @@ pub(super) async fn relay_body<T: Transport, U: Transport>(
     // unknown length (streams, events) get their head at once.
     let hold_head = matches!(response.framing, ResponseFraming::Length(_));
     let head_len = out.len();
+    // What the encoder made of the latest pieces, before framing.
+    let mut encoded = Vec::new();
     let mut sent: u64 = 0;
     let mut eof = false;
     loop {
         if !rbuf.is_empty() && !done {
             // Straight through: the whole buffer is body, and the client
             // gets it as it is.
-            let direct = out.is_empty() && !chunked_out;
+            let direct = out.is_empty() && !chunked_out && encoder.is_none();
             match &mut decoder {
                 Some(d) => {
                     let decoded = d
@@ -112,7 +117,8 @@ pub(super) async fn relay_body<T: Transport, U: Transport>(
                         std::mem::swap(out, rbuf);
                     } else {
                         for range in decoded.data {
-                            frame(out, &rbuf[range], chunked_out);
+                            emit(out, &rbuf[range], chunked_out, &mut encoder, &mut encoded)
+                                .map_err(|e| (sent, Some(BodyBreak::Encode(e))))?;
                         }
                         rbuf.drain(..decoded.consumed);
                     }
@@ -121,7 +127,8 @@ pub(super) async fn relay_body<T: Transport, U: Transport>(
                     if direct {
                         std::mem::swap(out, rbuf);
                     } else {
-                        frame(out, rbuf, chunked_out);
+                        emit(out, rbuf, chunked_out, &mut encoder, &mut encoded)
+                            .map_err(|e| (sent, Some(BodyBreak::Encode(e))))?;
                         rbuf.clear();
                     }
                 }
@@ -129,6 +136,12 @@ pub(super) async fn relay_body<T: Transport, U: Transport>(
         }
         if eof && until_close {
             done = true;
+        }
+        if done && let Some(enc) = encoder.take() {
+            enc.finish(&mut encoded)
+                .map_err(|e| (sent, Some(BodyBreak::Encode(e))))?;
+            frame(out, &encoded, chunked_out);
+            encoded.clear();
         }
         if done && chunked_out {
             out.extend_from_slice(LAST_CHUNK);
@@ -169,4 +182,24 @@ pub(super) async fn relay_body<T: Transport, U: Transport>(
             Err(e) => return Err((sent, Some(BodyBreak::Read(e)))),
         }
     }
+}
+
+/// Appends a piece of the body to `out`: as it is, or through the encoder
+/// (then framed as what the encoder gave back).
+fn emit(
+    out: &mut Vec<u8>,
+    data: &[u8],
+    chunked: bool,
+    encoder: &mut Option<StreamEncoder>,
+    encoded: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    match encoder {
+        None => frame(out, data, chunked),
+        Some(enc) => {
+            enc.push(data, encoded)?;
+            frame(out, encoded, chunked);
+            encoded.clear();
+        }
+    }
+    Ok(())
 }
