@@ -544,3 +544,66 @@ fn redis_down_at_start_is_waited_for() {
     });
     assert!(up, "{}", server.log());
 }
+
+#[test]
+fn rendered_pages_are_encoded_once_and_validate_per_coding() {
+    use std::io::Read as _;
+    let site = site_files();
+    let server = memory_server(&site, json!({"compression": {"min_size": 64}}));
+    let plain = get(&server, "/");
+    let etag = plain.header("etag").unwrap().to_owned();
+    let gz_etag = format!("{}-gzip\"", etag.strip_suffix('"').unwrap());
+    for round in 0..3 {
+        let r = request(&server, "GET", HOST, "/", "Accept-Encoding: gzip\r\n");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-encoding"), Some("gzip"), "round {round}");
+        assert_eq!(r.header("vary"), Some("Accept, Accept-Encoding"));
+        assert_eq!(r.header("etag"), Some(gz_etag.as_str()));
+        let mut html = Vec::new();
+        flate2::read::GzDecoder::new(&r.body[..])
+            .read_to_end(&mut html)
+            .unwrap();
+        assert_eq!(html, plain.body, "the encoded page decodes to the page");
+    }
+    // The gzip tag validates the gzip form.
+    let r = request(
+        &server,
+        "GET",
+        HOST,
+        "/",
+        &format!("Accept-Encoding: gzip\r\nIf-None-Match: {gz_etag}\r\n"),
+    );
+    assert_eq!(r.status, 304);
+    assert_eq!(r.header("etag"), Some(gz_etag.as_str()));
+    // Encoded once, then served from the worker's forms.
+    let text = scrape(&server).text();
+    let value = |series: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        value("reliw_compressed_responses_total{coding=\"gzip\",source=\"encoded\"}"),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        value("reliw_compressed_responses_total{coding=\"gzip\",source=\"cached\"}"),
+        2,
+        "{text}"
+    );
+    // The markdown source is a representation of its own, encoded too.
+    let r = request(
+        &server,
+        "GET",
+        HOST,
+        "/",
+        "Accept: text/markdown\r\nAccept-Encoding: gzip\r\n",
+    );
+    assert_eq!(
+        r.header("content-encoding"),
+        None,
+        "below min_size: as it is"
+    );
+    assert_eq!(r.text(), "# Welcome\n\nHello *there*.\n");
+}

@@ -33,10 +33,12 @@ pub fn encode(coding: Coding, cfg: &CompressionSection, data: &[u8]) -> std::io:
             out = enc.finish()?;
         }
         Coding::Br => {
+            // The smallest window that holds the whole body (16 to 22 bits):
+            // a larger one only costs memory and time.
+            let bits = (usize::BITS - data.len().leading_zeros()).clamp(16, 22);
             let params = brotli::enc::BrotliEncoderParams {
                 quality: cfg.brotli_level as i32,
-                // A window of 4 MiB covers every body we encode on the fly.
-                lgwin: 22,
+                lgwin: bits as i32,
                 size_hint: data.len(),
                 ..Default::default()
             };

@@ -257,6 +257,14 @@ pub(crate) fn run(
             table.push_str(&line);
             results.push(entry);
         }
+        if wanted("compress") {
+            for coding in ["gzip", "br"] {
+                let (line, entry) =
+                    compress_case(root, &dir, &www, coding, duration, rounds, connections)?;
+                table.push_str(&line);
+                results.push(entry);
+            }
+        }
     }
     let json = serde_json::json!({
         "results": results,
@@ -312,7 +320,7 @@ fn tls_case(
     let (nginx, nginx_port) = start_nginx(dir, www, Some((&cert, &key)))?;
     let pair = [(&reliw, port), (&nginx, nginx_port)];
     let url = |port| format!("https://127.0.0.1:{port}/1k.bin");
-    let (r, n) = ab_rounds("1k https", pair, url, duration, rounds, connections)?;
+    let (r, n) = ab_rounds("1k https", pair, url, None, duration, rounds, connections)?;
     let (line, mut entry) = ab_summary("1k https", ["reliw-tls", "nginx-tls"], &r, &n);
     entry["https"] = true.into();
     Ok((line, entry))
@@ -352,19 +360,184 @@ fn proxy_case(
 
     let pair = [(&reliw, port), (&nginx, nginx_port)];
     let url = |port| format!("http://127.0.0.1:{port}/1k.bin");
-    let (r, n) = ab_rounds("1k proxy", pair, url, duration, rounds, connections)?;
+    let (r, n) = ab_rounds("1k proxy", pair, url, None, duration, rounds, connections)?;
     drop(upstream);
     let (line, mut entry) = ab_summary("1k proxy", ["reliw-proxy", "nginx-proxy"], &r, &n);
     entry["proxy"] = true.into();
     Ok((line, entry))
 }
 
+/// A 100 KiB HTML page sent compressed (`coding`: gzip or br) to every
+/// request, reliw at its default levels (gzip 6, brotli 5) against nginx
+/// with `gzip on` / `brotli on` at the same levels. nginx encodes each
+/// response anew (it keeps no encoded forms), so reliw is measured twice:
+/// as it runs (encoded forms cached) and with `compression.cache_size: 0`
+/// (every response encoded, as nginx does): the second is the
+/// encoder-against-encoder figure. Every server is checked to really
+/// answer in that coding before the rounds.
+fn compress_case(
+    root: &Path,
+    dir: &Path,
+    www: &Path,
+    coding: &str,
+    duration: u64,
+    rounds: usize,
+    connections: u32,
+) -> Result<(String, serde_json::Value)> {
+    std::fs::write(www.join("__/page.html"), html_page(100 * 1024))?;
+    let (reliw, port) = start_reliw(
+        root,
+        dir,
+        www,
+        "reliw-compress",
+        "auto",
+        16 * 1024,
+        serde_json::Value::Null,
+    )?;
+    let (uncached, uncached_port) = start_reliw(
+        root,
+        dir,
+        www,
+        "reliw-uncached",
+        "auto",
+        16 * 1024,
+        serde_json::json!({"compression": {"cache_size": 0}}),
+    )?;
+    let nginx_port = free_port()?;
+    let (name, module, filter) = match coding {
+        "gzip" => (
+            "nginx-gzip",
+            "",
+            "gzip on; gzip_comp_level 6; gzip_min_length 512; gzip_vary on;",
+        ),
+        _ => (
+            "nginx-brotli",
+            "/usr/lib/nginx/modules/ngx_http_brotli_filter_module.so",
+            "brotli on; brotli_comp_level 5; brotli_min_length 512;",
+        ),
+    };
+    let site = format!(
+        "root {}; types {{ text/html html; }} {filter}",
+        www.join("__").display()
+    );
+    let conf = write_nginx_conf_with_module(dir, name, nginx_port, module, &site)?;
+    let nginx = run_nginx(dir, &conf, name, nginx_port)?;
+    let header = format!("Accept-Encoding: {coding}");
+    for (server, p) in [
+        ("reliw", port),
+        ("reliw-uncached", uncached_port),
+        (name, nginx_port),
+    ] {
+        let encoding = response_encoding(p, "/page.html", &header)?;
+        if encoding.as_deref() != Some(coding) {
+            bail!("{server} answered {encoding:?} to {header}, not {coding}");
+        }
+    }
+    let url = |port| format!("http://127.0.0.1:{port}/page.html");
+    let what = format!("100k {coding}");
+    let pair = [(&reliw, port), (&nginx, nginx_port)];
+    let (r, n) = ab_rounds(
+        &what,
+        pair,
+        url,
+        Some(&header),
+        duration,
+        rounds,
+        connections,
+    )?;
+    let (mut line, mut entry) = ab_summary(&what, ["reliw-compress", name], &r, &n);
+    let pair = [(&uncached, uncached_port), (&nginx, nginx_port)];
+    let (u, n2) = ab_rounds(
+        &what,
+        pair,
+        url,
+        Some(&header),
+        duration,
+        rounds,
+        connections,
+    )?;
+    line.push_str(&summary_line(&what, "reliw-uncached", name, &u, &n2));
+    add_ratios(&mut entry, "reliw-uncached", &u, &n2);
+    entry["file"] = "page.html".into();
+    entry["coding"] = coding.into();
+    Ok((line, entry))
+}
+
+/// About `size` bytes of HTML made of varied words, so it compresses
+/// like a real page (3-5x), not like one repeated line.
+fn html_page(size: usize) -> Vec<u8> {
+    const WORDS: [&str; 24] = [
+        "edge", "server", "request", "kernel", "packet", "shield", "route", "cache", "header",
+        "body", "client", "upstream", "session", "token", "limit", "stream", "worker", "socket",
+        "buffer", "page", "metric", "redis", "flood", "visitor",
+    ];
+    let mut out = b"<!doctype html><html><head><title>bench</title></head><body>\n".to_vec();
+    // A fixed LCG: the same page in every run.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut para = 0;
+    while out.len() < size {
+        out.extend_from_slice(format!("<p id=\"p{para}\">").as_bytes());
+        for _ in 0..40 {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            out.extend_from_slice(WORDS[(x >> 33) as usize % WORDS.len()].as_bytes());
+            out.push(if (x >> 20) % 9 == 0 { b',' } else { b' ' });
+            if (x >> 40) % 13 == 0 {
+                out.extend_from_slice(format!("{} ", (x >> 44) % 10_000).as_bytes());
+            }
+        }
+        out.extend_from_slice(b"</p>\n");
+        para += 1;
+    }
+    out.truncate(size - 15);
+    out.extend_from_slice(b"</body></html>\n");
+    out
+}
+
+/// The `Content-Encoding` of a GET with one extra header line.
+fn response_encoding(port: u16, path: &str, header: &str) -> Result<Option<String>> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{header}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let head = text.split("\r\n\r\n").next().unwrap_or("");
+    Ok(head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("content-encoding")
+            .then(|| value.trim().to_owned())
+    }))
+}
+
+/// nginx's config with a dynamic module loaded first (`module` empty: none).
+fn write_nginx_conf_with_module(
+    dir: &Path,
+    name: &str,
+    port: u16,
+    module: &str,
+    site: &str,
+) -> Result<PathBuf> {
+    let path = write_nginx_conf_as(dir, name, port, None, "", site)?;
+    if !module.is_empty() {
+        let conf = std::fs::read_to_string(&path)?;
+        std::fs::write(&path, format!("load_module {module};\n{conf}"))?;
+    }
+    Ok(path)
+}
+
 /// Alternating wrk rounds against two servers (who goes first rotates);
-/// the median round of each.
+/// the median round of each. `header`: one more request header line.
 fn ab_rounds(
     what: &str,
     pair: [(&Running, u16); 2],
     url: impl Fn(u16) -> String,
+    header: Option<&str>,
     duration: u64,
     rounds: usize,
     connections: u32,
@@ -374,7 +547,7 @@ fn ab_rounds(
         for k in 0..2 {
             let which = (k + round) % 2;
             let (server, port) = pair[which];
-            let s = measured(server, &url(port), duration, connections)?;
+            let s = measured_with(server, &url(port), header, duration, connections)?;
             print_round(what, round, server.name, &s);
             samples[which].push(s);
         }
@@ -569,9 +742,13 @@ http {{
     Ok(path)
 }
 
-fn wrk(url: &str, duration: u64, connections: u32) -> Result<Sample> {
-    let out = Command::new("taskset")
-        .args(["-c", "1", "wrk", "-t1", "--latency", "--timeout", "10s"])
+fn wrk(url: &str, header: Option<&str>, duration: u64, connections: u32) -> Result<Sample> {
+    let mut command = Command::new("taskset");
+    command.args(["-c", "1", "wrk", "-t1", "--latency", "--timeout", "10s"]);
+    if let Some(h) = header {
+        command.args(["-H", h]);
+    }
+    let out = command
         .arg(format!("-c{connections}"))
         .arg(format!("-d{duration}s"))
         .arg(url)
@@ -621,9 +798,20 @@ pub(crate) fn parse_wrk(stdout: &[u8]) -> Result<(Sample, String)> {
 
 /// wrk against `server`, with the CPU time it used per request.
 fn measured(server: &Running, url: &str, duration: u64, connections: u32) -> Result<Sample> {
+    measured_with(server, url, None, duration, connections)
+}
+
+/// [`measured`] with one more request header line.
+fn measured_with(
+    server: &Running,
+    url: &str,
+    header: Option<&str>,
+    duration: u64,
+    connections: u32,
+) -> Result<Sample> {
     let pid = server.child.id();
     let before = cpu_seconds(pid)?;
-    let mut sample = wrk(url, duration, connections)?;
+    let mut sample = wrk(url, header, duration, connections)?;
     let used = cpu_seconds(pid)? - before;
     sample.cpu_us = used * 1e6 / sample.requests.max(1) as f64;
     Ok(sample)

@@ -9,8 +9,9 @@ use crate::run_checked;
 
 /// Debian packages: LLVM 22 for bpf-linker, redis-server for the store tests,
 /// nginx and wrk for benchmarks, iproute2 for the namespace tests, bpftool to
-/// inspect what is loaded, xdp-tools for the XDP benchmark.
-const APT_PACKAGES: [&str; 12] = [
+/// inspect what is loaded, xdp-tools for the XDP benchmark, nginx's brotli
+/// module for the compression benchmark.
+const APT_PACKAGES: [&str; 13] = [
     "llvm-22-dev",
     "libpolly-22-dev",
     "libzstd-dev",
@@ -26,6 +27,8 @@ const APT_PACKAGES: [&str; 12] = [
     "openssl",
     // xdp-filter, the reference the XDP benchmark measures the shield against.
     "xdp-tools",
+    // nginx's brotli filter, the reference for the brotli compression bench.
+    "libnginx-mod-http-brotli-filter",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
