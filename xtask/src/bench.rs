@@ -482,8 +482,12 @@ fn html_page(size: usize) -> Vec<u8> {
                 .wrapping_mul(6_364_136_223_846_793_005)
                 .wrapping_add(1_442_695_040_888_963_407);
             out.extend_from_slice(WORDS[(x >> 33) as usize % WORDS.len()].as_bytes());
-            out.push(if (x >> 20) % 9 == 0 { b',' } else { b' ' });
-            if (x >> 40) % 13 == 0 {
+            out.push(if (x >> 20).is_multiple_of(9) {
+                b','
+            } else {
+                b' '
+            });
+            if (x >> 40).is_multiple_of(13) {
                 out.extend_from_slice(format!("{} ", (x >> 44) % 10_000).as_bytes());
             }
         }
