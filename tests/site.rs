@@ -56,6 +56,8 @@ fn site_data() -> Value {
             "content": "from the FILES record", "hash": "abc123", "size": "21", "mime": "text/plain", "title": ""
         },
         "RLW:DATA:site.test:.well-known/acme-challenge/tok-123": "tok-123.keyauth",
+        "RLW:DATA:proxied.test:.well-known/acme-challenge/px-tok": "px-tok.keyauth",
+        "RLW:DATA:__:.well-known/acme-challenge/fleet-tok": "fleet-tok.keyauth",
         "RLW:WAF": {"__": {"query": ["%.php$"]}, "site.test": {"headers": {"user-agent": ["sqlmap"]}}},
         "RLW:PROXY:proxied.test": {"target": "127.0.0.1", "port": 9},
         "RLW:API:tpl.test": [["/", "home", true]],
@@ -606,4 +608,56 @@ fn rendered_pages_are_encoded_once_and_validate_per_coding() {
         "below min_size: as it is"
     );
     assert_eq!(r.text(), "# Welcome\n\nHello *there*.\n");
+}
+
+#[test]
+fn acme_tokens_are_answered_before_the_waf_the_proxy_and_the_routes() {
+    let site = site_files();
+    let server = memory_server(&site, json!({}));
+    let token = |host: &str, path: &str, extra: &str| request(&server, "GET", host, path, extra);
+    // A routed host, by a client the WAF would refuse (sqlmap).
+    let r = token(
+        HOST,
+        "/.well-known/acme-challenge/tok-123",
+        "User-Agent: sqlmap/1.7\r\n",
+    );
+    assert_eq!((r.status, r.text().as_str()), (200, "tok-123.keyauth"));
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+    // ... while the WAF still guards every other path.
+    assert_eq!(token(HOST, "/", "User-Agent: sqlmap/1.7\r\n").status, 403);
+    // A proxied host (its upstream is down: forwarding would be a 502).
+    let r = token("proxied.test", "/.well-known/acme-challenge/px-tok", "");
+    assert_eq!((r.status, r.text().as_str()), (200, "px-tok.keyauth"));
+    assert_eq!(token("proxied.test", "/other", "").status, 502);
+    // A host with no routes at all, from the fleet-wide `__` fallback.
+    let r = token("nowhere.test", "/.well-known/acme-challenge/fleet-tok", "");
+    assert_eq!((r.status, r.text().as_str()), (200, "fleet-tok.keyauth"));
+    // HEAD gets the head.
+    let r = request(
+        &server,
+        "HEAD",
+        "nowhere.test",
+        "/.well-known/acme-challenge/fleet-tok",
+        "",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some("17"));
+    // Unknown tokens and other methods go on down the pipeline.
+    assert_eq!(
+        token("nowhere.test", "/.well-known/acme-challenge/nope", "").status,
+        404
+    );
+    assert_eq!(
+        token("proxied.test", "/.well-known/acme-challenge/nope", "").status,
+        502,
+        "an unknown token on a proxied host is the upstream's business"
+    );
+    let r = request(
+        &server,
+        "POST",
+        "nowhere.test",
+        "/.well-known/acme-challenge/fleet-tok",
+        "",
+    );
+    assert_ne!(r.text(), "fleet-tok.keyauth");
 }

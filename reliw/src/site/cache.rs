@@ -176,6 +176,9 @@ pub struct SiteCache {
     max_blob_bytes: u64,
     /// (host, entry + file name) → the rendered page.
     pub pages: TtlMap<HostKey, Page>,
+    /// (host, ACME HTTP-01 token) → its key authorization (None: none in
+    /// `DATA`), so a flood of made-up tokens costs no round trip each.
+    pub acme: TtlMap<HostKey, Option<bytes::Bytes>>,
     seen_epoch: u64,
 }
 
@@ -194,6 +197,7 @@ impl SiteCache {
             blob_bytes: 0,
             max_blob_bytes,
             pages: TtlMap::new(MAP_CAP),
+            acme: TtlMap::new(MAP_CAP),
             seen_epoch: 0,
         }
     }
@@ -230,6 +234,7 @@ impl SiteCache {
         self.blobs.clear();
         self.blob_bytes = 0;
         self.pages.clear();
+        self.acme.clear();
     }
 
     fn drop_host(&mut self, host: &str) {
@@ -241,6 +246,12 @@ impl SiteCache {
         self.names.retain(|(h, _)| h != host);
         self.blobs.retain(|(h, _)| h != host);
         self.pages.retain(|(h, _)| h != host);
+        // Tokens of every host fall back to `__`'s.
+        if host == crate::files::FALLBACK_HOST {
+            self.acme.clear();
+        } else {
+            self.acme.retain(|(h, _)| h != host);
+        }
         self.blob_bytes = self
             .blobs
             .values()

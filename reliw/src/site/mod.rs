@@ -1,6 +1,7 @@
 //! What a request gets: the site pipeline, in RELIW's order.
 //!
-//! validate host and path (400) → WAF (403) → proxy (`P:PROXY:<host>`;
+//! validate host and path (400) → ACME HTTP-01 tokens (`DATA`) → WAF
+//! (403) → proxy (`P:PROXY:<host>`;
 //! the request is forwarded) → route (`P:API:<host>`; 404) → metadata
 //! (500 when missing or invalid) → auth → methods (405 with `Allow`) →
 //! rate limit → content (file, index, try_extensions, gsub, `FILES`,
@@ -9,8 +10,9 @@
 //! This file holds the order ([`Site::front`] up to the proxy decision,
 //! made before the body is read so a proxied body can stream;
 //! [`Site::handle_local`] after it) and the request context `Ctx`. Each
-//! step is a file of its own in `steps/` with its contract on top: `waf`,
-//! `auth`, `limit`, `content`, and `errors` (error pages, counting). All of
+//! step is a file of its own in `steps/` with its contract on top: `acme`,
+//! `waf`, `auth`, `limit`, `content`, `encode` (compression, for every
+//! response made here), and `errors` (error pages, counting). All of
 //! them read site data through one seam, `data` (the per-worker
 //! [`cache::SiteCache`], else the store), so a cached GET makes no round
 //! trip. A store that cannot be reached makes the requests that need it
@@ -357,6 +359,11 @@ impl Site {
             meta: None,
             counted: Cell::new(false),
         };
+
+        // 1a. ACME HTTP-01 tokens: before the WAF, the proxy and routes.
+        if let Some(answer) = self.acme(store, &ctx).await {
+            return Front::Respond(answer);
+        }
 
         // 2. WAF.
         if let Some(refusal) = self.waf(store, &ctx).await {

@@ -2,7 +2,8 @@
 //! index, `try_extensions`, `gsub`), read from the in-process copy, the
 //! store's `FILES` or the disk; markup rendered through the host's look,
 //! Lua pages run; validators, `Cache-Control` and 304. Also the `static`
-//! backend's plain file serving, and ACME tokens from `DATA`.
+//! backend's plain file serving. (ACME tokens are answered before the WAF:
+//! `steps::acme`.)
 
 use super::encode;
 use crate::compress::eligible_type;
@@ -364,15 +365,6 @@ impl Site {
         meta: &EntryMeta,
         body: &RequestBody,
     ) -> Response {
-        if let Some(token) = ctx.path.strip_prefix("/.well-known/acme-challenge/") {
-            match self.acme(store, &ctx.host, token).await {
-                Ok(Some(value)) => {
-                    return Response::bytes(Status::OK, "text/plain; charset=utf-8", value);
-                }
-                Ok(None) => {}
-                Err(e) => return self.unavailable(ctx, "ACME token", &e).await,
-            }
-        }
         let Some(name) = self.resolve_name(&ctx.host, ctx.path, entry_id, meta) else {
             return self.error(ctx, Status::NOT_FOUND).await;
         };
@@ -516,29 +508,6 @@ impl Site {
         };
         self.cache.borrow_mut().insert_page(key, page.clone());
         page
-    }
-
-    /// An ACME HTTP-01 token from `DATA:<host>:.well-known/acme-challenge/<token>`.
-    pub(in crate::site) async fn acme(
-        &self,
-        store: &Backend,
-        host: &str,
-        token: &str,
-    ) -> Result<Option<Bytes>, StoreError> {
-        if token.is_empty()
-            || !token
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        {
-            return Ok(None);
-        }
-        let name = format!(".well-known/acme-challenge/{token}");
-        for h in [host, crate::files::FALLBACK_HOST] {
-            if let Some(v) = store.get(&self.keys.data(h, &name)).await? {
-                return Ok(Some(Bytes::from(v)));
-            }
-        }
-        Ok(None)
     }
 }
 
