@@ -188,6 +188,27 @@ fn head_ranges_and_conditional_requests() {
     assert_eq!(r.header("etag"), Some(gz_etag.as_str()));
     assert_eq!(r.header("vary"), Some("Accept-Encoding"));
     assert!(r.body.is_empty());
+    // ... but only for a client that takes gzip: a cache revalidating its
+    // gzip copy for a client without gzip gets the form that client takes.
+    for (ae, coding) in [("br", Some("br")), ("", None), ("identity", None)] {
+        let r = request(
+            &server,
+            "GET",
+            "/page.html",
+            &[("Accept-Encoding", ae), ("If-None-Match", &gz_etag)],
+        );
+        assert_eq!(r.status, 200, "{ae}");
+        assert_eq!(r.header("content-encoding"), coding, "{ae}");
+    }
+    // A 304 for the identity tag varies as its 200 does.
+    let etag = request(&server, "GET", "/page.html", &[])
+        .header("etag")
+        .unwrap()
+        .to_owned();
+    let r = request(&server, "GET", "/page.html", &[("If-None-Match", &etag)]);
+    assert_eq!(r.status, 304);
+    assert_eq!(r.header("vary"), Some("Accept-Encoding"));
+    assert_eq!(r.header("etag"), Some(etag.as_str()));
     // An If-Range with the encoded form's tag does not apply the range
     // (ranges are of the identity form): the whole file comes back.
     let r = request(
@@ -227,6 +248,11 @@ fn precompressed_siblings_are_served_when_fresh() {
     assert_eq!(request(&server, "GET", "/app.js", &[]).body, js);
     // The sibling itself is still a file of its own.
     assert_eq!(request(&server, "GET", "/app.js.br", &[]).body, br);
+    // An empty sibling is no brotli stream: never served.
+    site.file("__/page.html.br", b"");
+    let r = get_with(&server, "/page.html", "br");
+    assert_eq!(r.header("content-encoding"), Some("br"));
+    assert_eq!(decode("br", &r.body), page());
 
     // A sibling older than its file is stale: not served.
     let site = self::site();

@@ -755,11 +755,24 @@ fn uncompressed_upstream_answers_are_encoded_on_their_way() {
     assert_eq!((r.header("content-encoding"), r.body.len()), (None, 100));
     let r = ask("/big/5000", "gzip");
     assert_eq!((r.header("content-encoding"), r.body.len()), (None, 5000));
+    // Above max_size: as the upstream sent it (length and ranges kept).
+    let r = ask("/text/1100000", "gzip");
+    assert_eq!(r.header("content-encoding"), None);
+    assert_eq!(r.header("content-length"), Some("1100000"));
+    assert_eq!(r.header("accept-ranges"), Some("bytes"));
+    // HEAD: the head GET gets, without a body (nor a length: the encoded
+    // one is not known).
     let mut c = Client::connect(server.addr);
     c.send(b"HEAD /text/5000 HTTP/1.1\r\nHost: app.test\r\nAccept-Encoding: gzip\r\n\r\n");
     let r = c.response_to("HEAD");
-    assert_eq!(r.header("content-encoding"), None);
-    assert_eq!(r.header("content-length"), Some("5000"));
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert_eq!(r.header("etag"), Some("W/\"v1\""));
+    assert_eq!(r.header("vary"), Some("Cookie, Accept-Encoding"));
+    assert_eq!(r.header("content-length"), None);
+    assert_eq!(r.header("accept-ranges"), None);
+    // The connection goes on: nothing of a body was sent.
+    c.send(b"GET /text/100 HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    assert_eq!(c.response().body, text_body(100));
     // HTTP/1.0: no chunks, so the end is the close.
     let mut c = Client::connect(server.addr);
     c.send(b"GET /text/50000 HTTP/1.0\r\nHost: app.test\r\nAccept-Encoding: gzip\r\n\r\n");

@@ -26,7 +26,12 @@ fuzz_target!(|data: &[u8]| {
         keep_alive_10: false,
         date: "Thu, 01 Jan 1970 00:00:00 GMT",
         client_host: (pick & 16 != 0).then_some("Client.example:8443"),
+        // The head of a body we encode on its way, whether or not the
+        // upstream's answer would qualify: it must parse all the same.
+        encoding: (pick & 32 != 0).then_some(reliw::http::coding::Coding::Gzip),
+        vary_encoding: pick & 64 != 0,
     };
+    let _ = head.encodable(&[String::from("text/*")], 512, 1 << 20, method == Method::Head);
     let mut out = Vec::new();
     response_head(&head, &side, &mut out);
     let mut fields = [httparse::EMPTY_HEADER; 256];

@@ -829,6 +829,9 @@ impl Config {
         })?;
         config.apply_reliw_aliases(&mut warnings);
         config.validate()?;
+        for t in &mut config.compression.types {
+            t.make_ascii_lowercase();
+        }
         config.compression.offered = config
             .compression
             .encodings

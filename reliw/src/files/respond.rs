@@ -5,6 +5,7 @@ use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::Meta;
+use crate::http::coding::{Accepted, tag_names};
 use crate::http::{Method, RequestHead, ResponseHead, Status};
 
 /// A file's response fields, rendered once when it enters the cache and
@@ -14,12 +15,17 @@ pub struct Fields {
     pub etag: Rc<str>,
     pub content_type: Rc<str>,
     pub last_modified: Rc<str>,
+    /// The key its encoded forms are cached under: the ETag (inode, size,
+    /// mtime) with the device, so files of two filesystems never share one.
+    pub form_key: Rc<str>,
 }
 
 impl Fields {
     pub fn of(meta: &Meta) -> Self {
+        let etag = meta.etag();
         Self {
-            etag: Rc::from(meta.etag()),
+            form_key: Rc::from(format!("{:x}:{etag}", meta.dev)),
+            etag: Rc::from(etag),
             content_type: Rc::from(meta.content_type()),
             last_modified: Rc::from(crate::http::response::http_date(meta.modified)),
         }
@@ -108,10 +114,11 @@ pub fn plan(req: &RequestHead, meta: &Meta, fields: &Fields) -> Plan {
 
 fn not_modified(req: &RequestHead, meta: &Meta, etag: &str) -> bool {
     if let Some(inm) = req.header_str("if-none-match") {
+        let accepted = Accepted::of(req);
         return inm
             .split(',')
             .map(str::trim)
-            .any(|tag| tag == "*" || crate::http::coding::tag_names(tag, etag));
+            .any(|tag| tag == "*" || tag_names(tag, etag, &accepted));
     }
     if let Some(ims) = req.header_str("if-modified-since")
         && let Ok(since) = httpdate::parse_http_date(ims)

@@ -182,35 +182,60 @@ pub fn variant_etag(etag: &str, coding: Coding) -> String {
     }
 }
 
-/// The tag a client sent with any coding suffix taken off, and the
-/// coding it named: `"abc-br"` → (`"abc"`, Some(Br)).
-pub fn strip_variant(tag: &str) -> (std::borrow::Cow<'_, str>, Option<Coding>) {
-    let (body, quoted) = match tag.strip_suffix('"') {
-        Some(b) => (b, true),
-        None => (tag, false),
-    };
-    for c in Coding::ALL {
-        if let Some(base) = body
-            .strip_suffix(c.token())
-            .and_then(|b| b.strip_suffix('-'))
-        {
-            let base = if quoted {
-                std::borrow::Cow::Owned(format!("{base}\""))
-            } else {
-                std::borrow::Cow::Borrowed(base)
-            };
-            return (base, Some(c));
-        }
+/// Which form of the representation tagged `etag` a tag from
+/// `If-None-Match` names: `Some(None)` the identity form (`W/` ignored),
+/// `Some(Some(c))` its `c`-encoded form (`"abc-br"` for `"abc"`), `None`
+/// neither. No allocation: it runs for every conditional request.
+pub fn named_coding(tag: &str, etag: &str) -> Option<Option<Coding>> {
+    let tag = tag.strip_prefix("W/").unwrap_or(tag);
+    let etag = etag.strip_prefix("W/").unwrap_or(etag);
+    if tag == etag {
+        return Some(None);
     }
-    (std::borrow::Cow::Borrowed(tag), None)
+    let open = etag.strip_suffix('"')?;
+    let token = tag
+        .strip_prefix(open)?
+        .strip_prefix('-')?
+        .strip_suffix('"')?;
+    Coding::from_token(token).map(Some)
 }
 
-/// Whether a tag from `If-None-Match` names `etag` in any coding
-/// (weak comparison: `W/` is ignored; `"abc-br"` names `"abc"`).
-pub fn tag_names(tag: &str, etag: &str) -> bool {
-    let bare = |t: &str| -> String { t.strip_prefix("W/").unwrap_or(t).to_owned() };
-    let (base, _) = strip_variant(tag);
-    bare(tag) == bare(etag) || bare(&base) == bare(etag)
+/// Whether a tag from `If-None-Match` names `etag` in a form this request
+/// may be sent: a coding it accepts, or identity when identity is not
+/// refused. (A cache revalidating a brotli copy for a client that takes
+/// only gzip must not get a 304.)
+pub fn tag_names(tag: &str, etag: &str, accepted: &Accepted) -> bool {
+    match named_coding(tag, etag) {
+        Some(None) => accepted.identity_ok(),
+        Some(Some(c)) => accepted.weight(c) > 0,
+        None => false,
+    }
+}
+
+impl Accepted {
+    /// Every `Accept-Encoding` field of a request.
+    pub fn of(req: &super::RequestHead) -> Self {
+        Self::parse(
+            req.headers()
+                .filter(|(name, _)| *name == "accept-encoding")
+                .filter_map(|(_, v)| std::str::from_utf8(v).ok()),
+        )
+    }
+}
+
+/// Whether a `Cache-Control` value forbids transforming the body.
+pub fn no_transform(cache_control: &str) -> bool {
+    cache_control
+        .split(',')
+        .any(|d| d.trim().eq_ignore_ascii_case("no-transform"))
+}
+
+/// Whether a `Vary` value lists `Accept-Encoding` already (or `*`).
+pub fn varies_on_encoding(vary: &str) -> bool {
+    vary.split(',').any(|t| {
+        let t = t.trim();
+        t.eq_ignore_ascii_case("accept-encoding") || t == "*"
+    })
 }
 
 #[cfg(test)]
@@ -295,15 +320,31 @@ mod tests {
         assert_eq!(variant_etag("W/\"abc\"", Coding::Gzip), "W/\"abc-gzip\"");
         for c in Coding::ALL {
             let v = variant_etag("\"1-2-3\"", c);
-            assert_eq!(strip_variant(&v), ("\"1-2-3\"".into(), Some(c)));
+            assert_eq!(named_coding(&v, "\"1-2-3\""), Some(Some(c)));
+            assert_eq!(named_coding(&v, "W/\"1-2-3\""), Some(Some(c)));
         }
-        assert_eq!(strip_variant("\"abc\""), ("\"abc\"".into(), None));
-        assert_eq!(
-            strip_variant("abc-zstd"),
-            ("abc".into(), Some(Coding::Zstd))
-        );
-        assert!(tag_names("\"abc-gzip\"", "\"abc\""));
-        assert!(tag_names("W/\"abc\"", "\"abc\""));
-        assert!(!tag_names("\"abd-gzip\"", "\"abc\""));
+        assert_eq!(named_coding("\"abc\"", "\"abc\""), Some(None));
+        assert_eq!(named_coding("W/\"abc\"", "\"abc\""), Some(None));
+        assert_eq!(named_coding("\"abd-gzip\"", "\"abc\""), None);
+        assert_eq!(named_coding("\"abc-lzma\"", "\"abc\""), None);
+        assert_eq!(named_coding("\"abc-gzip", "\"abc\""), None);
+    }
+
+    #[test]
+    fn conditional_tags_count_only_for_forms_the_client_takes() {
+        let gzip_only = Accepted::parse(["gzip"]);
+        let nothing = Accepted::parse([""]);
+        let no_identity = Accepted::parse(["br, identity;q=0"]);
+        let etag = "\"abc\"";
+        assert!(tag_names("\"abc-gzip\"", etag, &gzip_only));
+        assert!(!tag_names("\"abc-br\"", etag, &gzip_only));
+        assert!(!tag_names("\"abc-br\"", etag, &nothing));
+        assert!(tag_names(etag, etag, &nothing));
+        assert!(!tag_names(etag, etag, &no_identity));
+        assert!(tag_names("\"abc-br\"", etag, &no_identity));
+        assert!(no_transform("public, No-Transform"));
+        assert!(!no_transform("no-store"));
+        assert!(varies_on_encoding("Accept, accept-encoding"));
+        assert!(!varies_on_encoding("Accept"));
     }
 }

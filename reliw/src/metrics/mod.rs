@@ -53,7 +53,8 @@ pub struct NodeMetrics {
     /// `tls`, `timeout`, `send`, `protocol`, `cut`).
     pub upstream_failures: Family<[(&'static str, &'static str); 1], Counter>,
     /// Encoded responses by coding and where the form came from
-    /// (`encoded` now, `cached`, `precompressed` sibling).
+    /// (`encoded` now, `cached`, `precompressed` sibling, `proxied`: an
+    /// upstream's answer encoded as it streams).
     pub compressed: Family<[(&'static str, &'static str); 2], Counter>,
     shield: ShieldSource,
 }

@@ -370,20 +370,34 @@ impl UpstreamHead {
             .map(|(_, v)| v)
     }
 
-    /// Whether the body may be encoded by us on its way: a 200 with a body
-    /// of a listed type, not encoded already, not a range, not marked
-    /// `no-transform`, and not known to be smaller than `min_size`.
-    pub fn encodable(&self, types: &[String], min_size: u64) -> bool {
+    /// Whether the body may be encoded by us on its way: a 200 of a
+    /// listed type, not encoded already, not a range, not marked
+    /// `no-transform`, and not known to be outside `min_size..=max_size`
+    /// (a body of unknown length streams, so its size does not matter).
+    /// `head_request`: the answer to a HEAD, judged by the GET it stands
+    /// for (its `Content-Length`), so both get the same head.
+    pub fn encodable(
+        &self,
+        types: &[String],
+        min_size: u64,
+        max_size: u64,
+        head_request: bool,
+    ) -> bool {
         let text = |name: &str| self.field(name).and_then(|v| std::str::from_utf8(v).ok());
+        let length = if head_request {
+            text("content-length").and_then(|v| v.trim().parse::<u64>().ok())
+        } else {
+            match self.framing {
+                ResponseFraming::None => return false,
+                ResponseFraming::Length(n) => Some(n),
+                ResponseFraming::Chunked | ResponseFraming::UntilClose => None,
+            }
+        };
         self.status == 200
-            && !matches!(self.framing, ResponseFraming::None)
-            && !matches!(self.framing, ResponseFraming::Length(n) if n < min_size.max(1))
+            && length.is_none_or(|n| n >= min_size.max(1) && n <= max_size)
             && text("content-encoding").is_none_or(|v| v.trim().eq_ignore_ascii_case("identity"))
             && self.field("content-range").is_none()
-            && !text("cache-control").is_some_and(|cc| {
-                cc.split(',')
-                    .any(|d| d.trim().eq_ignore_ascii_case("no-transform"))
-            })
+            && !text("cache-control").is_some_and(crate::http::coding::no_transform)
             && text("content-type").is_some_and(|t| crate::compress::eligible_type(t, types))
     }
 }
@@ -428,10 +442,8 @@ pub fn response_head(up: &UpstreamHead, side: &ClientSide<'_>, out: &mut Vec<u8>
             }
         }
         if side.vary_encoding && is("vary") {
-            let listed = value.split(|b| *b == b',').any(|t| {
-                let t = t.trim_ascii();
-                t.eq_ignore_ascii_case(b"accept-encoding") || t == b"*"
-            });
+            let listed =
+                std::str::from_utf8(value).is_ok_and(crate::http::coding::varies_on_encoding);
             if listed {
                 push_field(out, name, value);
             } else {
@@ -444,8 +456,9 @@ pub fn response_head(up: &UpstreamHead, side: &ClientSide<'_>, out: &mut Vec<u8>
         }
         if is("content-length") {
             // Kept as the upstream said only where there is no body to
-            // frame (HEAD, 304): it describes the body of a GET.
-            if side.framing == ClientFraming::None && up.status != 204 {
+            // frame (HEAD, 304): it describes the body of a GET (unless we
+            // encode that body: then its length is not known).
+            if side.framing == ClientFraming::None && up.status != 204 && side.encoding.is_none() {
                 push_field(out, name, value);
             }
         } else if is("date") {
@@ -780,16 +793,31 @@ mod tests {
             )
             .unwrap()
         };
-        assert!(head("Content-Length: 2000\r\n").encodable(&types, 512));
-        assert!(head("Transfer-Encoding: chunked\r\n").encodable(&types, 512));
-        assert!(!head("Content-Length: 100\r\n").encodable(&types, 512));
-        assert!(!head("Content-Length: 0\r\n").encodable(&types, 0));
-        assert!(!head("Content-Length: 2000\r\nContent-Encoding: gzip\r\n").encodable(&types, 512));
+        let get = |h: &UpstreamHead, types: &[String]| h.encodable(types, 512, 4096, false);
+        assert!(get(&head("Content-Length: 2000\r\n"), &types));
+        assert!(get(&head("Transfer-Encoding: chunked\r\n"), &types));
+        assert!(!get(&head("Content-Length: 100\r\n"), &types));
         assert!(
-            !head("Content-Length: 2000\r\nCache-Control: public, no-transform\r\n")
-                .encodable(&types, 512)
+            !get(&head("Content-Length: 5000\r\n"), &types),
+            "above max_size"
         );
-        assert!(!head("Content-Length: 2000\r\n").encodable(&[String::from("image/*")], 512));
+        assert!(!head("Content-Length: 0\r\n").encodable(&types, 0, 4096, false));
+        let encoded = head("Content-Length: 2000\r\nContent-Encoding: gzip\r\n");
+        assert!(!get(&encoded, &types));
+        let kept = head("Content-Length: 2000\r\nCache-Control: public, no-transform\r\n");
+        assert!(!get(&kept, &types));
+        assert!(!get(
+            &head("Content-Length: 2000\r\n"),
+            &[String::from("image/*")]
+        ));
+        // A HEAD is judged by the length its GET would have.
+        let answer = parse(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 2000\r\n\r\n",
+            Method::Head,
+        )
+        .unwrap();
+        assert!(answer.encodable(&types, 512, 4096, true));
+        assert!(!answer.encodable(&types, 512, 1000, true));
 
         let up = head(
             "Content-Length: 2000\r\nETag: \"v1\"\r\nAccept-Ranges: bytes\r\nVary: Cookie\r\n",

@@ -21,16 +21,24 @@ pub struct Blob {
     /// `"<hash>"` and the Content-Type for the raw content, rendered once.
     pub etag: Rc<str>,
     pub content_type: Rc<str>,
+    /// The key its encoded forms are cached under: the hash when reliw
+    /// computed it; with the name and size too when it came from a
+    /// `FILES` record (which anyone with the store can write).
+    pub form_key: Rc<str>,
 }
 
 impl Blob {
     pub fn new(content: Bytes, mime: String, title: String) -> Self {
-        Self::with_hash(sha256_hex(&content), content, mime, title)
+        let mut blob = Self::with_hash(sha256_hex(&content), content, mime, title);
+        blob.form_key = Rc::clone(&blob.etag);
+        blob
     }
 
     fn with_hash(hash: String, content: Bytes, mime: String, title: String) -> Self {
+        let etag: Rc<str> = Rc::from(format!("\"{hash}\""));
         Self {
-            etag: Rc::from(format!("\"{hash}\"")),
+            form_key: Rc::from(format!("{hash}\0{}\0{mime}", content.len())),
+            etag,
             content_type: Rc::from(content_type(&mime)),
             hash,
             content,
@@ -59,7 +67,9 @@ impl Blob {
         let mime = mime
             .filter(|m| !m.is_empty())
             .unwrap_or_else(|| mime_of(name));
-        Some(Self::with_hash(hash, content, mime, title))
+        let mut blob = Self::with_hash(hash, content, mime, title);
+        blob.form_key = Rc::from(format!("{name}\0{}", blob.form_key));
+        Some(blob)
     }
 
     /// Whether this is markdown or djot (rendered to HTML).

@@ -150,21 +150,27 @@ pub(crate) async fn forward<T: Transport, U: Connect>(
     let p = &config.proxy;
     let status = Status::from_code(response.status);
     let (coding, vary_encoding) = body_coding(req, &response, config);
-    let encoder = coding.and_then(|c| match StreamEncoder::new(c, &config.compression) {
-        Ok(e) => Some(e),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot make an encoder; relaying as it is");
-            None
-        }
-    });
-    let coding = coding.filter(|_| encoder.is_some());
+    let head_request = req.method == Method::Head;
+    // A HEAD gets the head its GET would, and no encoder (no body).
+    let encoder = match coding {
+        Some(c) if !head_request => match StreamEncoder::new(c, &config.compression) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot make an encoder; relaying as it is");
+                None
+            }
+        },
+        _ => None,
+    };
+    let coding = coding.filter(|_| head_request || encoder.is_some());
     let framing = match coding {
+        Some(_) if head_request => ClientFraming::None,
         // The encoded length is known only at the end.
         Some(_) if req.minor_version >= 1 => ClientFraming::Chunked,
         Some(_) => ClientFraming::Close,
         None => ClientFraming::for_client(response.framing, req.minor_version),
     };
-    if let Some(c) = coding {
+    if let Some(c) = coding.filter(|_| !head_request) {
         upstreams.node().compressed(c.token(), "proxied");
     }
     let close = info.closing || !body.is_done() || framing == ClientFraming::Close;
@@ -319,22 +325,18 @@ async fn acquire<U: Connect>(
 /// whether the answer varies by `Accept-Encoding` here. An upstream that
 /// encodes (or marks `no-transform`) is relayed as it is; a client that
 /// refuses identity and all we offer gets identity all the same (the
-/// upstream chose the representation).
+/// upstream chose the representation). A HEAD is judged as its GET.
 fn body_coding(
     req: &RequestHead,
     response: &UpstreamHead,
     config: &Config,
 ) -> (Option<Coding>, bool) {
     let cfg = &config.compression;
-    if !cfg.enabled || req.method == Method::Head || !response.encodable(&cfg.types, cfg.min_size) {
+    let head_request = req.method == Method::Head;
+    if !cfg.enabled || !response.encodable(&cfg.types, cfg.min_size, cfg.max_size, head_request) {
         return (None, false);
     }
-    let accepted = Accepted::parse(
-        req.headers()
-            .filter(|(name, _)| *name == "accept-encoding")
-            .filter_map(|(_, v)| std::str::from_utf8(v).ok()),
-    );
-    match accepted.choose(&cfg.offered) {
+    match Accepted::of(req).choose(&cfg.offered) {
         Choice::Encoded(c) => (Some(c), true),
         Choice::Identity | Choice::NotAcceptable => (None, true),
     }

@@ -23,7 +23,7 @@ use crate::http::Method;
 use crate::http::RequestHead;
 use crate::http::ResponseHead;
 use crate::http::Status;
-use crate::http::coding::tag_names;
+use crate::http::coding::{Accepted, tag_names};
 use crate::http::coding::{Choice, Coding};
 use crate::look::Look;
 use crate::lua::LuaError;
@@ -419,23 +419,38 @@ impl Site {
             .req
             .header_str("accept")
             .is_some_and(|a| a.contains("text/markdown"));
-        let (body, etag, content_type) = if blob.is_markup() && !wants_source {
+        let (body, etag, content_type, form_key) = if blob.is_markup() && !wants_source {
             let page = self.page(store, ctx, entry_id, &name, meta, &blob).await;
             (
                 page.html,
-                page.etag,
+                // A hash of the page: its own form key.
+                Rc::clone(&page.etag),
                 HeaderValue::Static("text/html; charset=utf-8"),
+                page.etag,
             )
         } else {
             (
                 blob.content.clone(),
                 Rc::clone(&blob.etag),
                 HeaderValue::Shared(Rc::clone(&blob.content_type)),
+                Rc::clone(&blob.form_key),
             )
         };
+        let compression = &ctx.config.compression;
+        let encodable =
+            compression.enabled && eligible_type(content_type.as_str(), &compression.types);
         let mut head = ResponseHead::new(Status::OK);
-        head.headers.reserve(4);
+        head.headers.reserve(5);
         head.headers.push(("Content-Type", content_type));
+        if blob.is_markup() {
+            // Both at once, so the encode step has nothing to merge.
+            let vary = if encodable {
+                "Accept, Accept-Encoding"
+            } else {
+                "Accept"
+            };
+            head.headers.push(("Vary", HeaderValue::Static(vary)));
+        }
         if let Some(cc) = cache_control {
             head.headers
                 .push(("ETag", HeaderValue::Shared(Rc::clone(&etag))));
@@ -444,6 +459,9 @@ impl Site {
             if ctx.req.method == Method::Get && if_none_match(ctx.req, &etag) {
                 head.status = Status::NOT_MODIFIED;
                 head.headers.remove(0);
+                if encodable {
+                    encode::vary_on_encoding(&mut head);
+                }
                 return Response {
                     head,
                     body: Body::Empty,
@@ -451,15 +469,11 @@ impl Site {
                 };
             }
         }
-        if blob.is_markup() {
-            head.headers.push(("Vary", HeaderValue::Static("Accept")));
-        }
         head.content_length = body.len() as u64;
         Response {
             head,
             body: Body::Bytes(body),
-            // Both ETags are content hashes.
-            form_key: Some(etag),
+            form_key: Some(form_key),
         }
     }
 
@@ -554,16 +568,23 @@ fn file_response(
 ) -> Response {
     match cache.get(files, host, rel) {
         Ok(entry) => {
-            let sibling = if compression.enabled
+            let mut p = plan(req, &entry.meta, &entry.fields);
+            let encodable = compression.enabled
+                && eligible_type(&entry.fields.content_type, &compression.types);
+            // Siblings only for a whole 200 (never a range, a 304 or a HEAD
+            // of nothing), and only looked for when the type could vary.
+            let sibling = if encodable
                 && compression.precompressed
+                && p.head.status == Status::OK
                 && req.header("range").is_none()
-                && eligible_type(&entry.fields.content_type, &compression.types)
             {
                 precompressed(req, files, cache, host, rel, &entry, &compression.offered)
             } else {
                 None
             };
-            let mut p = plan(req, &entry.meta, &entry.fields);
+            if encodable && p.head.status == Status::NOT_MODIFIED {
+                encode::vary_on_encoding(&mut p.head);
+            }
             match cache_control {
                 // RELIW's rules gave none: no Cache-Control (validators stay).
                 Some("") => p.head.headers.retain(|(name, _)| *name != "Cache-Control"),
@@ -576,9 +597,7 @@ fn file_response(
                 }
                 None => {}
             }
-            if let Some((coding, sib)) = sibling
-                && p.head.status == Status::OK
-            {
+            if let Some((coding, sib)) = sibling {
                 encode::mark_encoded(&mut p.head, coding);
                 p.head.content_length = sib.meta.size;
                 node.compressed(coding.token(), "precompressed");
@@ -602,7 +621,7 @@ fn file_response(
             Response {
                 head: p.head,
                 body,
-                form_key: Some(Rc::clone(&entry.fields.etag)),
+                form_key: Some(Rc::clone(&entry.fields.form_key)),
             }
         }
         Err(FileError::NotFound | FileError::Escape) => Response::error(Status::NOT_FOUND),
@@ -624,13 +643,15 @@ fn precompressed(
     base: &Entry,
     offered: &[Coding],
 ) -> Option<(Coding, Rc<Entry>)> {
-    let acc = encode::accepted(req);
+    let acc = Accepted::of(req);
     let mut found: Vec<(Coding, Rc<Entry>)> = Vec::new();
     for &coding in offered {
         if acc.weight(coding) == 0 {
             continue;
         }
+        // Empty is no valid encoded stream; older is stale.
         if let Some(sib) = cache.sibling(files, host, rel, coding)
+            && sib.meta.size > 0
             && sib.meta.modified >= base.meta.modified
         {
             found.push((coding, sib));
@@ -675,15 +696,17 @@ fn cache_control_value(meta: &EntryMeta, cc: &str) -> HeaderValue {
     }
 }
 
-/// Whether `If-None-Match` names `etag` (weakly, in any coding; `*`
-/// matches; RELIW's unquoted hashes are understood too).
+/// Whether `If-None-Match` names `etag` (weakly, in a coding this request
+/// may get; `*` matches; RELIW's unquoted hashes are understood too).
 fn if_none_match(req: &RequestHead, etag: &str) -> bool {
     let Some(header) = req.header_str("if-none-match") else {
         return false;
     };
     let bare = etag.trim_matches('"');
-    header
-        .split(',')
-        .map(str::trim)
-        .any(|tag| tag == "*" || tag == bare || tag_names(tag, etag))
+    let accepted = Accepted::of(req);
+    header.split(',').map(str::trim).any(|tag| {
+        tag == "*"
+            || tag.strip_prefix("W/").unwrap_or(tag) == bare
+            || tag_names(tag, etag, &accepted)
+    })
 }

@@ -18,41 +18,46 @@
 //!   406; a body below `min_size` is then encoded anyway.
 //! - A failure to encode is logged and the body goes as it is.
 
-use bytes::Bytes;
 use std::os::unix::fs::FileExt as _;
+
+use bytes::Bytes;
 
 use super::super::{Body, Response, Site};
 use crate::compress::{Form, eligible_type, encode};
 use crate::config::{CompressionSection, Config};
-use crate::http::coding::{Accepted, Choice, Coding, strip_variant, variant_etag};
+use crate::http::coding::{
+    Accepted, Choice, Coding, named_coding, no_transform, variant_etag, varies_on_encoding,
+};
 use crate::http::{HeaderValue, RequestHead, ResponseHead, Status};
 
-/// The client's `Accept-Encoding` fields, all of them.
-pub(in crate::site) fn accepted(req: &RequestHead) -> Accepted {
-    Accepted::parse(
-        req.headers()
-            .filter(|(name, _)| *name == "accept-encoding")
-            .filter_map(|(_, v)| std::str::from_utf8(v).ok()),
-    )
-}
-
+/// A field's value, among reliw's fields and a Lua page's own.
 fn field<'h>(head: &'h ResponseHead, name: &str) -> Option<&'h str> {
     head.headers
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.as_str())
+        .or_else(|| {
+            head.named_headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        })
 }
 
 /// Adds `Accept-Encoding` to the response's `Vary` (one field, merged).
 pub(in crate::site) fn vary_on_encoding(head: &mut ResponseHead) {
     for (name, value) in &mut head.headers {
         if name.eq_ignore_ascii_case("vary") {
-            if !value
-                .as_str()
-                .split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("accept-encoding") || t.trim() == "*")
-            {
+            if !varies_on_encoding(value.as_str()) {
                 *value = HeaderValue::Owned(format!("{}, Accept-Encoding", value.as_str()));
+            }
+            return;
+        }
+    }
+    for (name, value) in &mut head.named_headers {
+        if name.eq_ignore_ascii_case("vary") {
+            if !varies_on_encoding(value) {
+                value.push_str(", Accept-Encoding");
             }
             return;
         }
@@ -64,10 +69,18 @@ pub(in crate::site) fn vary_on_encoding(head: &mut ResponseHead) {
 /// Marks `head` as carrying `coding`: Content-Encoding, the variant ETag,
 /// no Accept-Ranges, Vary.
 pub(in crate::site) fn mark_encoded(head: &mut ResponseHead, coding: Coding) {
-    head.headers.retain(|(n, _)| *n != "Accept-Ranges");
+    head.headers
+        .retain(|(n, _)| !n.eq_ignore_ascii_case("accept-ranges"));
+    head.named_headers
+        .retain(|(n, _)| !n.eq_ignore_ascii_case("accept-ranges"));
     for (name, value) in &mut head.headers {
-        if *name == "ETag" {
+        if name.eq_ignore_ascii_case("etag") {
             *value = HeaderValue::Owned(variant_etag(value.as_str(), coding));
+        }
+    }
+    for (name, value) in &mut head.named_headers {
+        if name.eq_ignore_ascii_case("etag") {
+            *value = variant_etag(value, coding);
         }
     }
     head.headers
@@ -90,10 +103,7 @@ impl Site {
         if head.status != Status::OK
             || field(head, "Content-Encoding").is_some()
             || field(head, "Content-Range").is_some()
-            || field(head, "Cache-Control").is_some_and(|cc| {
-                cc.split(',')
-                    .any(|d| d.trim().eq_ignore_ascii_case("no-transform"))
-            })
+            || field(head, "Cache-Control").is_some_and(no_transform)
             || !field(head, "Content-Type").is_some_and(|t| eligible_type(t, &cfg.types))
         {
             return resp;
@@ -106,7 +116,7 @@ impl Site {
         if len == 0 {
             return resp;
         }
-        let acc = accepted(req);
+        let acc = Accepted::of(req);
         let too_big = len > cfg.max_size;
         if !too_big || cfg.precompressed {
             vary_on_encoding(&mut resp.head);
@@ -204,7 +214,8 @@ fn identity_bytes(body: &Body) -> std::io::Result<Bytes> {
     }
 }
 
-/// A 304 for a tag the client had in an encoded form: name that form back.
+/// A 304 for a tag the client had in an encoded form it may still get:
+/// name that form back (and vary, as its 200 did).
 fn name_variant(req: &RequestHead, head: &mut ResponseHead) {
     let Some(etag) = field(head, "ETag").map(str::to_owned) else {
         return;
@@ -212,14 +223,17 @@ fn name_variant(req: &RequestHead, head: &mut ResponseHead) {
     let Some(inm) = req.header_str("if-none-match") else {
         return;
     };
-    let bare = |t: &str| t.strip_prefix("W/").unwrap_or(t).to_owned();
-    let found = inm.split(',').map(str::trim).find_map(|tag| {
-        let (base, coding) = strip_variant(tag);
-        (bare(&base) == bare(&etag)).then_some(coding).flatten()
-    });
+    let accepted = Accepted::of(req);
+    let found = inm
+        .split(',')
+        .map(str::trim)
+        .find_map(|tag| match named_coding(tag, &etag) {
+            Some(Some(c)) if accepted.weight(c) > 0 => Some(c),
+            _ => None,
+        });
     if let Some(coding) = found {
         for (name, value) in &mut head.headers {
-            if *name == "ETag" {
+            if name.eq_ignore_ascii_case("etag") {
                 *value = HeaderValue::Owned(variant_etag(&etag, coding));
             }
         }
