@@ -351,3 +351,60 @@ fn compression_can_be_turned_off_and_bad_keys_stop_start_up() {
         assert!(stderr.contains(key), "{config}: {stderr}");
     }
 }
+
+#[test]
+fn lua_pages_are_encoded_per_response_and_their_own_fields_are_honoured() {
+    let site = site();
+    let text = "lua says hello to the page, again and again. ".repeat(40);
+    site.file(
+        "lua.test/plain.lua",
+        format!("return function() return '{text}', 200, {{['content-type'] = 'text/plain', etag = '\"lua1\"'}} end\n").as_bytes(),
+    )
+    .file(
+        "lua.test/own.lua",
+        format!("return function() return '{text}', 200, {{['content-type'] = 'text/plain', ['content-encoding'] = 'identity-ish'}} end\n").as_bytes(),
+    )
+    .file(
+        "lua.test/keep.lua",
+        format!("return function() return '{text}', 200, {{['content-type'] = 'text/plain', ['cache-control'] = 'no-transform'}} end\n").as_bytes(),
+    );
+    let entry = |file: &str| json!({"methods": {"GET": true}, "file": file}).to_string();
+    let data = json!({
+        "RLW:API:lua.test": json!([["/plain", "plain", true], ["/own", "own", true], ["/keep", "keep", true]]).to_string(),
+        "RLW:API:lua.test:plain": entry("plain.lua"),
+        "RLW:API:lua.test:own": entry("own.lua"),
+        "RLW:API:lua.test:keep": entry("keep.lua"),
+    });
+    let file = site.root.join("site.json");
+    std::fs::write(&file, data.to_string()).unwrap();
+    let server = Server::start(
+        &site,
+        json!({"store": {"backend": "memory", "site_file": file}}),
+        &[],
+    );
+    let ask = |path: &str| {
+        let mut c = Client::connect(server.addr);
+        c.send(
+            format!("GET {path} HTTP/1.1\r\nHost: lua.test\r\nAccept-Encoding: gzip\r\n\r\n")
+                .as_bytes(),
+        );
+        c.response()
+    };
+    let r = ask("/plain");
+    assert_eq!(r.status, 200, "{}", server.log());
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert_eq!(
+        r.header("etag"),
+        Some("\"lua1-gzip\""),
+        "the page's tag, per coding"
+    );
+    assert_eq!(decode("gzip", &r.body), text.as_bytes());
+    // A page that encodes its own body is not encoded again.
+    let r = ask("/own");
+    assert_eq!(r.headers_named("content-encoding"), ["identity-ish"]);
+    assert_eq!(r.text(), text);
+    // no-transform: as it is.
+    let r = ask("/keep");
+    assert_eq!(r.header("content-encoding"), None);
+    assert_eq!(r.text(), text);
+}
