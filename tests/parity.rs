@@ -134,12 +134,12 @@ fn an_unusable_redis_section_refuses_to_start() {
         "data_dir": site.www(),
         "port": 0,
         "store": {"backend": "redis"},
-        "redis": {"host": "127.0.0.1", "port": 1, "ssl": true},
+        "redis": {"host": "127.0.0.1", "port": 1, "ssl": true, "tls": {"ca_file": "/nonexistent/ca.pem"}},
         "metrics": {"disabled": true},
     });
     let (code, stderr) = serve_fails(&config.to_string(), &site.root);
     assert_ne!(code, 0, "{stderr}");
-    assert!(stderr.contains("redis.ssl"), "{stderr}");
+    assert!(stderr.contains("redis.tls.ca_file"), "{stderr}");
 }
 
 /// RELIW's `cache_max_size: 0` keeps nothing in memory, but pages are

@@ -15,6 +15,12 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start_on(port: u16) -> Self {
+        Self::start_with(port, &[])
+    }
+
+    /// A server on `port` with more `redis-server` arguments (a TLS port,
+    /// say); `port` stays plain, for provisioning.
+    pub fn start_with(port: u16, extra: &[&str]) -> Self {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -26,6 +32,7 @@ impl RedisServer {
                 "--appendonly",
                 "no",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -41,12 +48,7 @@ impl RedisServer {
     }
 
     pub fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::start_on(port)
+        Self::start_on(free_port())
     }
 
     /// Kills the server (its data is gone; the port is free again).
@@ -109,6 +111,15 @@ impl RedisServer {
         }
         cmd.query(&mut self.client()).unwrap()
     }
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn text(v: &serde_json::Value) -> String {

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
 /// A CA made for one test.
@@ -29,6 +31,10 @@ impl TestCa {
     pub fn new() -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "reliw test CA");
         let key = KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();
         Self {
@@ -41,9 +47,15 @@ impl TestCa {
     /// A certificate for `names`, files `<dir>/<stem>.{crt,key}`; `ed25519`
     /// picks the key type (else ECDSA P-256).
     pub fn leaf(&self, dir: &Path, stem: &str, names: &[&str], ed25519: bool) -> Leaf {
-        let params =
+        let mut params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .unwrap();
+        // A subject of its own: with the CA's (rcgen's default for both)
+        // OpenSSL takes the leaf for a self-signed certificate.
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, names.first().copied().unwrap_or(stem));
         let key = if ed25519 {
             KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap()
         } else {

@@ -451,8 +451,25 @@ pub struct RedisConfig {
     pub prefix: String,
     /// Seconds per Redis call.
     pub timeout: f64,
+    /// RELIW's key: talk TLS to Redis (certificates checked against
+    /// `tls.ca_file`, else the system's roots).
     pub ssl: bool,
+    pub tls: RedisTls,
+    /// Redis ACL user (Redis 6+) and password, or a password alone.
     pub auth: Option<RedisAuth>,
+}
+
+/// Certificates for `redis.ssl`: PEM files read at start.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RedisTls {
+    /// The CA (bundle) Redis's certificate must chain to; unset: the
+    /// system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and its key, for a Redis with
+    /// `tls-auth-clients yes`; both or neither.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for RedisConfig {
@@ -464,6 +481,7 @@ impl Default for RedisConfig {
             prefix: String::from("RLW"),
             timeout: 5.0,
             ssl: false,
+            tls: RedisTls::default(),
             auth: None,
         }
     }
@@ -696,7 +714,10 @@ const COMPRESSION_KEYS: &[&str] = &[
     "cache_size",
 ];
 const LUA_KEYS: &[&str] = &["memory_limit", "time_limit_ms", "max_body_size"];
-const REDIS_KEYS: &[&str] = &["host", "port", "db", "prefix", "timeout", "ssl", "auth"];
+const REDIS_KEYS: &[&str] = &[
+    "host", "port", "db", "prefix", "timeout", "ssl", "tls", "auth",
+];
+const REDIS_TLS_KEYS: &[&str] = &["ca_file", "cert_file", "key_file"];
 const METRICS_KEYS: &[&str] = &[
     "ip",
     "port",
@@ -813,6 +834,11 @@ impl Config {
                 check_keys(section, obj, keys, &mut warnings)?;
             }
         }
+        if let Some(Value::Object(redis)) = top.get("redis")
+            && let Some(Value::Object(obj)) = redis.get("tls")
+        {
+            check_keys("redis.tls", obj, REDIS_TLS_KEYS, &mut warnings)?;
+        }
         for (key, keys) in [
             ("rate_limit", SHIELD_RATE_LIMIT_KEYS),
             ("syn_cookies", SHIELD_SYN_COOKIES_KEYS),
@@ -872,6 +898,35 @@ impl Config {
         if let Some(limit) = self.requests_per_fork {
             self.max_requests_per_connection = limit;
         }
+    }
+
+    fn validate_redis_tls(&self) -> Result<(), ConfigError> {
+        let t = &self.redis.tls;
+        let any = t.ca_file.is_some() || t.cert_file.is_some() || t.key_file.is_some();
+        if any && !self.redis.ssl {
+            return Err(invalid(
+                "redis.tls",
+                "names certificates but redis.ssl is false",
+            ));
+        }
+        if t.cert_file.is_some() != t.key_file.is_some() {
+            return Err(invalid(
+                "redis.tls.cert_file",
+                "a client certificate needs both cert_file and key_file",
+            ));
+        }
+        for (key, file) in [
+            ("redis.tls.ca_file", &t.ca_file),
+            ("redis.tls.cert_file", &t.cert_file),
+            ("redis.tls.key_file", &t.key_file),
+        ] {
+            if let Some(path) = file
+                && let Err(e) = std::fs::metadata(path)
+            {
+                return Err(invalid(key, format!("cannot read {}: {e}", path.display())));
+            }
+        }
+        Ok(())
     }
 
     fn validate_compression(&self) -> Result<(), ConfigError> {
@@ -943,6 +998,7 @@ impl Config {
         seconds("request_body_timeout", self.request_body_timeout)?;
         seconds("tls_handshake_timeout", self.tls_handshake_timeout)?;
         self.validate_compression()?;
+        self.validate_redis_tls()?;
         let l = &self.lua;
         if !(1 << 20..=4 << 30).contains(&l.memory_limit) {
             return Err(invalid(

@@ -233,7 +233,8 @@ pub enum StoreSpec {
 impl StoreSpec {
     /// From the config; loads the site file of the memory backend, and
     /// builds a Redis client once so that a section reliw cannot honour
-    /// (`redis.ssl`, say) stops start-up instead of failing per worker:
+    /// (a `redis.tls` certificate that does not parse, say) stops start-up
+    /// instead of failing per worker:
     /// a configured store must never fall back to plain static serving,
     /// which would make files behind `auth` public.
     pub fn from_config(config: &crate::config::Config) -> Result<Self, StoreSetupError> {

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, RedisError};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::{Store, StoreError};
 use crate::config::RedisConfig;
@@ -114,11 +116,6 @@ impl RedisStore {
 
 /// A client for `config` (no connection is made yet).
 pub fn client(config: &RedisConfig) -> Result<redis::Client, StoreError> {
-    if config.ssl {
-        return Err(StoreError::Backend(String::from(
-            "redis.ssl is not supported yet; use a local TLS tunnel or disable it",
-        )));
-    }
     let mut settings = redis::RedisConnectionInfo::default().set_db(i64::from(config.db));
     if let Some(auth) = &config.auth {
         if let Some(user) = &auth.user {
@@ -128,11 +125,79 @@ pub fn client(config: &RedisConfig) -> Result<redis::Client, StoreError> {
             settings = settings.set_password(pass);
         }
     }
-    let info = (config.host.as_str(), config.port)
-        .into_connection_info()
-        .map_err(backend)?
-        .set_redis_settings(settings);
-    redis::Client::open(info).map_err(backend)
+    if !config.ssl {
+        let info = (config.host.as_str(), config.port)
+            .into_connection_info()
+            .map_err(backend)?
+            .set_redis_settings(settings);
+        return redis::Client::open(info).map_err(backend);
+    }
+    // TLS: the server's name (or IP address) is checked against its
+    // certificate; never `insecure`.
+    let info = redis::ConnectionAddr::TcpTls {
+        host: config.host.clone(),
+        port: config.port,
+        insecure: false,
+        tls_params: None,
+    }
+    .into_connection_info()
+    .map_err(backend)?
+    .set_redis_settings(settings);
+    // Read and checked here (at start-up, for the whole process): a file
+    // without a certificate or key would otherwise mean an empty trust
+    // store or no client certificate, found out only per request.
+    let read = |key: &str, path: &std::path::Path, what: Pem| {
+        let bytes = std::fs::read(path).map_err(|e| {
+            StoreError::Backend(format!("{key}: cannot read {}: {e}", path.display()))
+        })?;
+        let found = match what {
+            Pem::Certificates => {
+                CertificateDer::pem_slice_iter(&bytes)
+                    .filter_map(Result::ok)
+                    .count()
+                    > 0
+            }
+            Pem::Key => PrivateKeyDer::from_pem_slice(&bytes).is_ok(),
+        };
+        if !found {
+            return Err(StoreError::Backend(format!(
+                "{key}: no PEM {} in {}",
+                match what {
+                    Pem::Certificates => "certificate",
+                    Pem::Key => "private key",
+                },
+                path.display()
+            )));
+        }
+        Ok(bytes)
+    };
+    let t = &config.tls;
+    let root_cert = match &t.ca_file {
+        Some(path) => Some(read("redis.tls.ca_file", path, Pem::Certificates)?),
+        None => None,
+    };
+    let client_tls = match (&t.cert_file, &t.key_file) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read("redis.tls.cert_file", cert, Pem::Certificates)?,
+            client_key: read("redis.tls.key_file", key, Pem::Key)?,
+        }),
+        _ => None,
+    };
+    redis::Client::build_with_tls(
+        info,
+        redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        },
+    )
+    .map_err(|e| StoreError::Backend(format!("redis.tls: {e}")))
+}
+
+/// What a PEM file given for `redis.tls` must hold.
+#[derive(Clone, Copy)]
+enum Pem {
+    Certificates,
+    Key,
 }
 
 fn backend(e: RedisError) -> StoreError {
