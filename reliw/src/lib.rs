@@ -12,6 +12,11 @@
 //! - [`server`]: listeners, workers, connections, signals.
 //! - [`cli`]: the command line (`reliw serve`, `reliw shield ...`).
 
+// The connection driver's futures nest deeply (exchange, forward, the
+// site's steps, the store's Sentinel failover): rustc's default depth
+// of 128 is too shallow to lay them out.
+#![recursion_limit = "256"]
+
 pub mod auth;
 pub mod background;
 pub mod bans;

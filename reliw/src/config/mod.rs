@@ -232,6 +232,14 @@ impl Default for LuaSection {
     }
 }
 
+/// A sentinel's `host:port` (IPv6 in brackets), split.
+pub fn sentinel_address(a: &str) -> Option<(String, u16)> {
+    let (host, port) = a.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = port.parse().ok().filter(|p| *p != 0)?;
+    (!host.is_empty()).then(|| (host.to_owned(), port))
+}
+
 /// Response compression (see `compress` and `site::steps::encode`).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default)]
@@ -457,6 +465,21 @@ pub struct RedisConfig {
     pub tls: RedisTls,
     /// Redis ACL user (Redis 6+) and password, or a password alone.
     pub auth: Option<RedisAuth>,
+    /// Find the master through Redis Sentinel (and follow its failovers)
+    /// instead of `host`/`port`.
+    pub sentinel: Option<SentinelConfig>,
+}
+
+/// Redis Sentinel: which master, and where the sentinels are.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct SentinelConfig {
+    /// The master's name in the sentinels' `sentinel monitor <name> ...`.
+    pub master: String,
+    /// Sentinels as `host:port`, asked in turn.
+    pub addresses: Vec<String>,
+    /// The sentinels' own credentials (`requirepass` in sentinel.conf).
+    pub auth: Option<RedisAuth>,
 }
 
 /// Certificates for `redis.ssl`: PEM files read at start.
@@ -483,6 +506,7 @@ impl Default for RedisConfig {
             ssl: false,
             tls: RedisTls::default(),
             auth: None,
+            sentinel: None,
         }
     }
 }
@@ -715,8 +739,9 @@ const COMPRESSION_KEYS: &[&str] = &[
 ];
 const LUA_KEYS: &[&str] = &["memory_limit", "time_limit_ms", "max_body_size"];
 const REDIS_KEYS: &[&str] = &[
-    "host", "port", "db", "prefix", "timeout", "ssl", "tls", "auth",
+    "host", "port", "db", "prefix", "timeout", "ssl", "tls", "auth", "sentinel",
 ];
+const REDIS_SENTINEL_KEYS: &[&str] = &["master", "addresses", "auth"];
 const REDIS_TLS_KEYS: &[&str] = &["ca_file", "cert_file", "key_file"];
 const METRICS_KEYS: &[&str] = &[
     "ip",
@@ -834,10 +859,12 @@ impl Config {
                 check_keys(section, obj, keys, &mut warnings)?;
             }
         }
-        if let Some(Value::Object(redis)) = top.get("redis")
-            && let Some(Value::Object(obj)) = redis.get("tls")
-        {
-            check_keys("redis.tls", obj, REDIS_TLS_KEYS, &mut warnings)?;
+        for (key, keys) in [("tls", REDIS_TLS_KEYS), ("sentinel", REDIS_SENTINEL_KEYS)] {
+            if let Some(Value::Object(redis)) = top.get("redis")
+                && let Some(Value::Object(obj)) = redis.get(key)
+            {
+                check_keys(&format!("redis.{key}"), obj, keys, &mut warnings)?;
+            }
         }
         for (key, keys) in [
             ("rate_limit", SHIELD_RATE_LIMIT_KEYS),
@@ -898,6 +925,33 @@ impl Config {
         if let Some(limit) = self.requests_per_fork {
             self.max_requests_per_connection = limit;
         }
+    }
+
+    fn validate_sentinel(&self) -> Result<(), ConfigError> {
+        let Some(s) = &self.redis.sentinel else {
+            return Ok(());
+        };
+        if s.master.is_empty() {
+            return Err(invalid(
+                "redis.sentinel.master",
+                "must name the monitored master",
+            ));
+        }
+        if s.addresses.is_empty() {
+            return Err(invalid(
+                "redis.sentinel.addresses",
+                "must list at least one sentinel",
+            ));
+        }
+        for a in &s.addresses {
+            if sentinel_address(a).is_none() {
+                return Err(invalid(
+                    "redis.sentinel.addresses",
+                    format!("{a:?} is not host:port"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn validate_redis_tls(&self) -> Result<(), ConfigError> {
@@ -999,6 +1053,7 @@ impl Config {
         seconds("tls_handshake_timeout", self.tls_handshake_timeout)?;
         self.validate_compression()?;
         self.validate_redis_tls()?;
+        self.validate_sentinel()?;
         let l = &self.lua;
         if !(1 << 20..=4 << 30).contains(&l.memory_limit) {
             return Err(invalid(

@@ -376,7 +376,9 @@ fn subscribe(
     let (ctl, waffers) = (keys.ctl(), keys.waffers());
     let channels = vec![ctl.clone(), waffers.clone()];
     spawn(redis.clone(), channels, move |event| match event {
-        Event::Subscribed => control.invalidate(control::Scope::All),
+        // Messages may have been missed while unsubscribed: read everything
+        // again, but keep the copies for a store that is failing (over).
+        Event::Subscribed => control.invalidate(control::Scope::Stale),
         Event::Message { channel, payload } if channel == waffers => {
             match bans::Notice::parse(payload, bans.default_seconds) {
                 Ok(notice) => {

@@ -35,6 +35,8 @@ pub enum Lookup<V> {
 pub struct TtlMap<K, V> {
     map: HashMap<K, (Instant, V)>,
     cap: usize,
+    /// Entries stored before this are stale whatever their age.
+    fresh_from: Option<Instant>,
 }
 
 /// A key of something belonging to one host, looked up as a pair of
@@ -90,7 +92,13 @@ impl<K: Eq + Hash, V: Clone> TtlMap<K, V> {
         Self {
             map: HashMap::new(),
             cap,
+            fresh_from: None,
         }
+    }
+
+    /// Ages every entry past its TTL (kept as a stale copy).
+    pub fn expire_all(&mut self) {
+        self.fresh_from = Some(Instant::now());
     }
 
     /// The value for `key` as of `now` (read once per request).
@@ -101,7 +109,12 @@ impl<K: Eq + Hash, V: Clone> TtlMap<K, V> {
     {
         match self.map.get(key) {
             None => Lookup::Missing,
-            Some((at, v)) if now.saturating_duration_since(*at) < ttl => Lookup::Fresh(v.clone()),
+            Some((at, v))
+                if now.saturating_duration_since(*at) < ttl
+                    && self.fresh_from.is_none_or(|from| *at >= from) =>
+            {
+                Lookup::Fresh(v.clone())
+            }
             Some((_, v)) => Lookup::Stale(v.clone()),
         }
     }
@@ -217,11 +230,24 @@ impl SiteCache {
                     match scope {
                         Scope::All => self.clear(),
                         Scope::Host(host) => self.drop_host(&host),
+                        Scope::Stale => self.expire_all(),
                     }
                 }
             }
         }
         self.seen_epoch = epoch;
+    }
+
+    fn expire_all(&mut self) {
+        self.routes.expire_all();
+        self.entries.expire_all();
+        self.proxies.expire_all();
+        self.waf.expire_all();
+        self.templates.expire_all();
+        self.names.expire_all();
+        self.blobs.expire_all();
+        self.pages.expire_all();
+        self.acme.expire_all();
     }
 
     fn clear(&mut self) {

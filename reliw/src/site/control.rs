@@ -25,6 +25,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub enum Scope {
     All,
     Host(String),
+    /// Nothing dropped, everything aged past its TTL: the next lookup of
+    /// each reads the store again, and while the store fails the copy is
+    /// still served. For a subscription that came back (messages may have
+    /// been missed, but the store may be down or failing over too).
+    Stale,
 }
 
 /// Parses a `P:CTL` payload.

@@ -226,7 +226,8 @@ pub enum StoreSetupError {
 pub enum StoreSpec {
     /// No site data (plain static serving).
     Static,
-    Redis(crate::config::RedisConfig),
+    /// Boxed: the section is large beside the other variants.
+    Redis(Box<crate::config::RedisConfig>),
     Memory(std::sync::Arc<memory::MemoryStore>),
 }
 
@@ -242,8 +243,8 @@ impl StoreSpec {
         Ok(match config.store.backend {
             StoreBackend::Static => Self::Static,
             StoreBackend::Redis => {
-                redis::client(&config.redis).map_err(StoreSetupError::Redis)?;
-                Self::Redis(config.redis.clone())
+                redis::check(&config.redis).map_err(StoreSetupError::Redis)?;
+                Self::Redis(Box::new(config.redis.clone()))
             }
             StoreBackend::Memory => {
                 let path = config.store.site_file.clone().unwrap_or_default();

@@ -3,12 +3,20 @@
 //! Redis that is down or slow turns into [`StoreError::Unavailable`] and a
 //! 503 for the requests that need it, never a stuck or dead worker. When
 //! Redis comes back, the next call succeeds without a restart.
+//!
+//! With `redis.sentinel`, the master is asked of the sentinels (the
+//! `redis` crate's Sentinel client) and the connection to it kept; a
+//! connection failure or a `READONLY` answer (the old master, demoted)
+//! drops it, so the next call asks the sentinels again and follows a
+//! failover by itself.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::AsyncConnectionConfig;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{IntoConnectionInfo, RedisError};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -19,9 +27,73 @@ use crate::config::RedisConfig;
 /// A Redis store for one worker (the connection lives on its runtime).
 #[derive(Clone)]
 pub struct RedisStore {
-    manager: ConnectionManager,
+    link: Link,
     timeout: Duration,
     breaker: Arc<Breaker>,
+}
+
+/// How calls reach Redis.
+#[derive(Clone)]
+enum Link {
+    /// `host`:`port`, reconnected by the manager.
+    Direct(ConnectionManager),
+    /// The master the sentinels name.
+    Sentinel(Failover),
+}
+
+/// The master as the sentinels name it, and the connection to it while
+/// it works.
+#[derive(Clone)]
+struct Failover {
+    sentinels: Arc<tokio::sync::Mutex<SentinelClient>>,
+    master: Arc<std::sync::Mutex<Option<MultiplexedConnection>>>,
+    connection: AsyncConnectionConfig,
+}
+
+impl Failover {
+    fn current(&self) -> Option<MultiplexedConnection> {
+        self.master
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The master's connection: the kept one, else a new one to whichever
+    /// server the sentinels name now.
+    async fn connection(&self) -> redis::RedisResult<MultiplexedConnection> {
+        if let Some(con) = self.current() {
+            return Ok(con);
+        }
+        let mut sentinels = self.sentinels.lock().await;
+        if let Some(con) = self.current() {
+            return Ok(con);
+        }
+        let client = sentinels.async_get_client().await?;
+        let con = client
+            .get_multiplexed_async_connection_with_config(&self.connection)
+            .await?;
+        *self
+            .master
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(con.clone());
+        Ok(con)
+    }
+
+    /// After `e`: whether the master may have moved (then the connection
+    /// is dropped and the sentinels asked again on the next call).
+    fn note(&self, e: &RedisError) {
+        if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+            || e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.is_timeout()
+        {
+            *self
+                .master
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        }
+    }
 }
 
 /// After a connection failure, calls fail at once for [`Breaker::PAUSE`]
@@ -61,33 +133,74 @@ impl RedisStore {
     /// Sets up the connection manager; it connects on first use, so this
     /// succeeds even while Redis is down. Must run inside a tokio runtime.
     pub fn new(config: &RedisConfig) -> Result<Self, StoreError> {
-        let client = client(config)?;
         let timeout = Duration::from_secs_f64(config.timeout);
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2));
-        let manager =
-            ConnectionManager::new_lazy_with_config(client, manager_config).map_err(backend)?;
+        let link = if config.sentinel.is_some() {
+            Link::Sentinel(Failover {
+                sentinels: Arc::new(tokio::sync::Mutex::new(sentinel_client(config)?)),
+                master: Arc::new(std::sync::Mutex::new(None)),
+                connection: AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout)),
+            })
+        } else {
+            let manager_config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_secs(2));
+            Link::Direct(
+                ConnectionManager::new_lazy_with_config(client(config)?, manager_config)
+                    .map_err(backend)?,
+            )
+        };
         Ok(Self {
-            manager,
+            link,
             timeout,
             breaker: Arc::new(Breaker::default()),
         })
     }
 
     async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
-        let mut con = self.manager.clone();
-        self.guarded(cmd.query_async::<T>(&mut con)).await
+        match &self.link {
+            Link::Direct(manager) => {
+                let mut con = manager.clone();
+                self.guarded(cmd.query_async::<T>(&mut con)).await
+            }
+            Link::Sentinel(failover) => {
+                self.guarded(async {
+                    let mut con = failover.connection().await?;
+                    let r = cmd.query_async::<T>(&mut con).await;
+                    if let Err(e) = &r {
+                        failover.note(e);
+                    }
+                    r
+                })
+                .await
+            }
+        }
     }
 
     async fn run_pipe<T: redis::FromRedisValue>(
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<T, StoreError> {
-        let mut con = self.manager.clone();
-        self.guarded(pipe.query_async::<T>(&mut con)).await
+        match &self.link {
+            Link::Direct(manager) => {
+                let mut con = manager.clone();
+                self.guarded(pipe.query_async::<T>(&mut con)).await
+            }
+            Link::Sentinel(failover) => {
+                self.guarded(async {
+                    let mut con = failover.connection().await?;
+                    let r = pipe.query_async::<T>(&mut con).await;
+                    if let Err(e) = &r {
+                        failover.note(e);
+                    }
+                    r
+                })
+                .await
+            }
+        }
     }
 
     /// A call with the timeout and the breaker around it.
@@ -102,15 +215,34 @@ impl RedisStore {
         }
         let result = match tokio::time::timeout(self.timeout, call).await {
             Ok(r) => r.map_err(classify),
-            Err(_) => Err(StoreError::Unavailable(String::from(
-                "redis call timed out",
-            ))),
+            Err(_) => {
+                // A master that stopped answering may have been replaced.
+                if let Link::Sentinel(failover) = &self.link {
+                    *failover
+                        .master
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                }
+                Err(StoreError::Unavailable(String::from(
+                    "redis call timed out",
+                )))
+            }
         };
         match &result {
             Err(StoreError::Unavailable(_)) => self.breaker.trip(),
             _ => self.breaker.reset(),
         }
         result
+    }
+}
+
+/// Builds what `config` asks for without connecting, so a section that
+/// cannot work (a certificate file without a certificate, say) stops
+/// start-up.
+pub fn check(config: &RedisConfig) -> Result<(), StoreError> {
+    match config.sentinel {
+        Some(_) => sentinel_client(config).map(drop),
+        None => client(config).map(drop),
     }
 }
 
@@ -143,6 +275,67 @@ pub fn client(config: &RedisConfig) -> Result<redis::Client, StoreError> {
     .into_connection_info()
     .map_err(backend)?
     .set_redis_settings(settings);
+    let certificates = certificates(config)?;
+    redis::Client::build_with_tls(info, certificates)
+        .map_err(|e| StoreError::Backend(format!("redis.tls: {e}")))
+}
+
+/// A Sentinel client for `config.sentinel` (no connection yet): the
+/// master's connections carry `redis.db`, `redis.auth` and, with
+/// `redis.ssl`, TLS with `redis.tls`; the sentinels are asked in plain
+/// TCP with `redis.sentinel.auth`.
+fn sentinel_client(config: &RedisConfig) -> Result<SentinelClient, StoreError> {
+    let Some(s) = &config.sentinel else {
+        return Err(StoreError::Backend(String::from(
+            "redis.sentinel is not set",
+        )));
+    };
+    let addresses = s
+        .addresses
+        .iter()
+        .filter_map(|a| crate::config::sentinel_address(a))
+        .map(|(host, port)| redis::ConnectionAddr::Tcp(host, port));
+    let mut builder = SentinelClientBuilder::new(addresses, &s.master, SentinelServerType::Master)
+        .map_err(|e| StoreError::Backend(format!("redis.sentinel: {e}")))?
+        .set_client_to_redis_db(i64::from(config.db));
+    if let Some(auth) = &config.auth {
+        if let Some(user) = &auth.user {
+            builder = builder.set_client_to_redis_username(user);
+        }
+        if let Some(pass) = &auth.pass {
+            builder = builder.set_client_to_redis_password(pass);
+        }
+    }
+    if let Some(auth) = &s.auth {
+        if let Some(user) = &auth.user {
+            builder = builder.set_client_to_sentinel_username(user);
+        }
+        if let Some(pass) = &auth.pass {
+            builder = builder.set_client_to_sentinel_password(pass);
+        }
+    }
+    if config.ssl {
+        builder = builder
+            .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+            .set_client_to_redis_certificates(certificates(config)?);
+    }
+    builder
+        .build()
+        .map_err(|e| StoreError::Backend(format!("redis.sentinel: {e}")))
+}
+
+/// A client for the master: `host`:`port`, or whichever server the
+/// sentinels name now (for connections of their own, like pub/sub).
+pub async fn master_client(config: &RedisConfig) -> Result<redis::Client, StoreError> {
+    if config.sentinel.is_none() {
+        return client(config);
+    }
+    let mut sentinels = sentinel_client(config)?;
+    sentinels.async_get_client().await.map_err(classify)
+}
+
+/// The certificates `redis.tls` names, read and checked.
+fn certificates(config: &RedisConfig) -> Result<redis::TlsCertificates, StoreError> {
     // Read and checked here (at start-up, for the whole process): a file
     // without a certificate or key would otherwise mean an empty trust
     // store or no client certificate, found out only per request.
@@ -183,14 +376,10 @@ pub fn client(config: &RedisConfig) -> Result<redis::Client, StoreError> {
         }),
         _ => None,
     };
-    redis::Client::build_with_tls(
-        info,
-        redis::TlsCertificates {
-            client_tls,
-            root_cert,
-        },
-    )
-    .map_err(|e| StoreError::Backend(format!("redis.tls: {e}")))
+    Ok(redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    })
 }
 
 /// What a PEM file given for `redis.tls` must hold.

@@ -62,8 +62,12 @@ async fn session(
     channels: &[String],
     on_event: &mut impl FnMut(Event<'_>),
 ) -> Result<(), String> {
-    let client = super::redis::client(config).map_err(|e| e.to_string())?;
     let timeout = Duration::from_secs_f64(config.timeout);
+    // With Sentinel: whichever server is master now.
+    let client = tokio::time::timeout(timeout, super::redis::master_client(config))
+        .await
+        .map_err(|_| String::from("finding the master timed out"))?
+        .map_err(|e| e.to_string())?;
     let mut pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
         .await
         .map_err(|_| String::from("connect timed out"))?
