@@ -4,9 +4,9 @@
 //! rendered pages, and the config that turns it off.
 #![allow(clippy::unwrap_used)]
 
-use std::io::Read as _;
 use std::time::{Duration, SystemTime};
 
+use reliw_tests::decode;
 use reliw_tests::server::{Client, Response, Server, Site, serve_fails};
 use serde_json::json;
 
@@ -47,21 +47,6 @@ fn request(server: &Server, method: &str, path: &str, fields: &[(&str, &str)]) -
 
 fn get_with(server: &Server, path: &str, accept_encoding: &str) -> Response {
     request(server, "GET", path, &[("Accept-Encoding", accept_encoding)])
-}
-
-fn decode(coding: &str, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    match coding {
-        "gzip" => {
-            flate2::read::GzDecoder::new(body)
-                .read_to_end(&mut out)
-                .unwrap();
-        }
-        "br" => brotli::BrotliDecompress(&mut &body[..], &mut out).unwrap(),
-        "zstd" => out = zstd::stream::decode_all(body).unwrap(),
-        other => panic!("unknown coding {other}"),
-    }
-    out
 }
 
 fn with_quotes_suffix(etag: &str, coding: &str) -> String {

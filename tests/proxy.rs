@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use reliw_tests::decode;
 use reliw_tests::server::{Client, Server, Site};
 use reliw_tests::tls::TestCa;
 use reliw_tests::upstream::{Upstream, checksum, pattern, text_body};
@@ -694,22 +695,6 @@ fn websockets_relay_over_tls_on_both_sides() {
         tls.read_exact(&mut back).unwrap();
         assert!(back == msg, "{size} bytes came back changed");
     }
-}
-
-/// Decodes a body in `coding` (gzip, br or zstd).
-fn decode(coding: &str, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    match coding {
-        "gzip" => {
-            flate2::read::GzDecoder::new(body)
-                .read_to_end(&mut out)
-                .unwrap();
-        }
-        "br" => brotli::BrotliDecompress(&mut &body[..], &mut out).unwrap(),
-        "zstd" => out = zstd::stream::decode_all(body).unwrap(),
-        other => panic!("unknown coding {other}"),
-    }
-    out
 }
 
 #[test]

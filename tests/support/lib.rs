@@ -384,3 +384,21 @@ pub fn wait_until(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// A response body in `coding` (gzip, br or zstd), decoded; panics on a
+/// body that is not whole.
+pub fn decode(coding: &str, body: &[u8]) -> Vec<u8> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    match coding {
+        "gzip" => {
+            flate2::read::GzDecoder::new(body)
+                .read_to_end(&mut out)
+                .unwrap();
+        }
+        "br" => brotli::BrotliDecompress(&mut &body[..], &mut out).unwrap(),
+        "zstd" => out = zstd::stream::decode_all(body).unwrap(),
+        other => panic!("unknown coding {other}"),
+    }
+    out
+}

@@ -435,27 +435,22 @@ fn compress_case(
     }
     let url = |port| format!("http://127.0.0.1:{port}/page.html");
     let what = format!("100k {coding}");
-    let pair = [(&reliw, port), (&nginx, nginx_port)];
-    let (r, n) = ab_rounds(
-        &what,
-        pair,
-        url,
-        Some(&header),
-        duration,
-        rounds,
-        connections,
-    )?;
+    // Each reliw in alternating rounds against the same nginx.
+    let against_nginx = |reliw: &Running, port: u16| {
+        let pair = [(reliw, port), (&nginx, nginx_port)];
+        ab_rounds(
+            &what,
+            pair,
+            url,
+            Some(&header),
+            duration,
+            rounds,
+            connections,
+        )
+    };
+    let (r, n) = against_nginx(&reliw, port)?;
     let (mut line, mut entry) = ab_summary(&what, ["reliw-compress", name], &r, &n);
-    let pair = [(&uncached, uncached_port), (&nginx, nginx_port)];
-    let (u, n2) = ab_rounds(
-        &what,
-        pair,
-        url,
-        Some(&header),
-        duration,
-        rounds,
-        connections,
-    )?;
+    let (u, n2) = against_nginx(&uncached, uncached_port)?;
     line.push_str(&summary_line(&what, "reliw-uncached", name, &u, &n2));
     add_ratios(&mut entry, "reliw-uncached", &u, &n2);
     entry["file"] = "page.html".into();

@@ -88,10 +88,34 @@ impl Failover {
             || e.is_connection_refusal()
             || e.is_timeout()
         {
-            *self
-                .master
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+            self.forget();
+        }
+    }
+
+    /// Drops the master's connection: the next call asks the sentinels.
+    fn forget(&self) {
+        *self
+            .master
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+}
+
+/// What a call sends: one command, or a pipeline of them.
+#[derive(Clone, Copy)]
+enum Query<'a> {
+    Cmd(&'a redis::Cmd),
+    Pipe(&'a redis::Pipeline),
+}
+
+impl Query<'_> {
+    async fn on<T: redis::FromRedisValue>(
+        self,
+        con: &mut impl redis::aio::ConnectionLike,
+    ) -> redis::RedisResult<T> {
+        match self {
+            Query::Cmd(cmd) => cmd.query_async(con).await,
+            Query::Pipe(pipe) => pipe.query_async(con).await,
         }
     }
 }
@@ -161,38 +185,27 @@ impl RedisStore {
     }
 
     async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
-        match &self.link {
-            Link::Direct(manager) => {
-                let mut con = manager.clone();
-                self.guarded(cmd.query_async::<T>(&mut con)).await
-            }
-            Link::Sentinel(failover) => {
-                self.guarded(async {
-                    let mut con = failover.connection().await?;
-                    let r = cmd.query_async::<T>(&mut con).await;
-                    if let Err(e) = &r {
-                        failover.note(e);
-                    }
-                    r
-                })
-                .await
-            }
-        }
+        self.exec(Query::Cmd(cmd)).await
     }
 
     async fn run_pipe<T: redis::FromRedisValue>(
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<T, StoreError> {
+        self.exec(Query::Pipe(pipe)).await
+    }
+
+    /// One command or pipeline on whichever link this store has.
+    async fn exec<T: redis::FromRedisValue>(&self, query: Query<'_>) -> Result<T, StoreError> {
         match &self.link {
             Link::Direct(manager) => {
                 let mut con = manager.clone();
-                self.guarded(pipe.query_async::<T>(&mut con)).await
+                self.guarded(query.on(&mut con)).await
             }
             Link::Sentinel(failover) => {
                 self.guarded(async {
                     let mut con = failover.connection().await?;
-                    let r = pipe.query_async::<T>(&mut con).await;
+                    let r = query.on(&mut con).await;
                     if let Err(e) = &r {
                         failover.note(e);
                     }
@@ -218,10 +231,7 @@ impl RedisStore {
             Err(_) => {
                 // A master that stopped answering may have been replaced.
                 if let Link::Sentinel(failover) = &self.link {
-                    *failover
-                        .master
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                    failover.forget();
                 }
                 Err(StoreError::Unavailable(String::from(
                     "redis call timed out",
