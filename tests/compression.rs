@@ -127,6 +127,7 @@ fn small_binary_and_refused_identity() {
     for ae in ["identity;q=0", "*;q=0", "deflate, identity;q=0"] {
         let r = get_with(&server, "/page.html", ae);
         assert_eq!(r.status, 406, "{ae}");
+        assert_eq!(r.text(), "406 Not Acceptable\n", "{ae}");
     }
 }
 

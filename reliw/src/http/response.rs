@@ -20,6 +20,7 @@ impl Status {
     pub const FORBIDDEN: Self = Self(403);
     pub const NOT_FOUND: Self = Self(404);
     pub const METHOD_NOT_ALLOWED: Self = Self(405);
+    pub const NOT_ACCEPTABLE: Self = Self(406);
     pub const REQUEST_TIMEOUT: Self = Self(408);
     pub const PAYLOAD_TOO_LARGE: Self = Self(413);
     pub const URI_TOO_LONG: Self = Self(414);
@@ -58,6 +59,7 @@ impl Status {
             403 => "Forbidden",
             404 => "Not Found",
             405 => "Method Not Allowed",
+            406 => "Not Acceptable",
             408 => "Request Timeout",
             413 => "Content Too Large",
             414 => "URI Too Long",

@@ -129,7 +129,7 @@ impl Site {
         match acc.choose(offered) {
             Choice::Identity => resp,
             Choice::NotAcceptable => {
-                let mut r = Response::error(Status::from_code(406));
+                let mut r = Response::error(Status::NOT_ACCEPTABLE);
                 vary_on_encoding(&mut r.head);
                 r
             }
