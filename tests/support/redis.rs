@@ -32,6 +32,11 @@ impl RedisServer {
                 "--appendonly",
                 "no",
             ])
+            // A replica's full sync writes an RDB even with `save ""`:
+            // never into the working directory (the repository).
+            .arg("--dir")
+            .arg(std::env::temp_dir())
+            .args(["--dbfilename", &format!("reliw-test-{port}.rdb")])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())

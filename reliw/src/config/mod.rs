@@ -134,6 +134,8 @@ pub struct Config {
     pub lua: LuaSection,
     /// Response compression: gzip, brotli and zstd by `Accept-Encoding`.
     pub compression: CompressionSection,
+    /// HTTP/2 to clients: over TLS (ALPN `h2`) and cleartext (`h2c`).
+    pub http2: Http2Section,
     /// How log lines are written: `text` (default) or `json` (RELIW's
     /// format: one JSON object a line).
     pub log_format: LogFormat,
@@ -238,6 +240,44 @@ pub fn sentinel_address(a: &str) -> Option<(String, u16)> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let port = port.parse().ok().filter(|p| *p != 0)?;
     (!host.is_empty()).then(|| (host.to_owned(), port))
+}
+
+/// HTTP/2 to clients (see `server::h2`): what a connection may hold and
+/// how fast it may send control frames before it gets a GOAWAY.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Http2Section {
+    /// Offer `h2` in the TLS handshake (ALPN); off: HTTP/1.1 only.
+    pub enabled: bool,
+    /// Cleartext HTTP/2 with prior knowledge on the plain listener (a
+    /// connection that opens with the HTTP/2 preface).
+    pub h2c: bool,
+    /// Streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub max_concurrent_streams: u32,
+    /// Largest decoded header list of a request (SETTINGS_MAX_HEADER_LIST_SIZE).
+    pub max_header_list_size: u32,
+    /// Bytes of a request body a stream may send before we read them.
+    pub stream_window: u32,
+    /// The same, for all streams of a connection together.
+    pub connection_window: u32,
+    /// PING, SETTINGS, RST_STREAM, empty DATA and CONTINUATION frames a
+    /// connection may send, of each kind, per 10 seconds; one more is a
+    /// flood and gets a GOAWAY (ENHANCE_YOUR_CALM).
+    pub flood_limit: u32,
+}
+
+impl Default for Http2Section {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            h2c: false,
+            max_concurrent_streams: 128,
+            max_header_list_size: 65_536,
+            stream_window: 256 * 1024,
+            connection_window: 1 << 20,
+            flood_limit: 1000,
+        }
+    }
 }
 
 /// Response compression (see `compress` and `site::steps::encode`).
@@ -444,6 +484,7 @@ impl Default for Config {
             proxy: ProxySection::default(),
             lua: LuaSection::default(),
             compression: CompressionSection::default(),
+            http2: Http2Section::default(),
             log_format: LogFormat::Text,
             node_name: None,
         }
@@ -724,6 +765,16 @@ const TOP_KEYS: &[&str] = &[
     "log_format",
     "node_name",
     "compression",
+    "http2",
+];
+const HTTP2_KEYS: &[&str] = &[
+    "enabled",
+    "h2c",
+    "max_concurrent_streams",
+    "max_header_list_size",
+    "stream_window",
+    "connection_window",
+    "flood_limit",
 ];
 const COMPRESSION_KEYS: &[&str] = &[
     "enabled",
@@ -854,6 +905,7 @@ impl Config {
             ("proxy", PROXY_KEYS),
             ("lua", LUA_KEYS),
             ("compression", COMPRESSION_KEYS),
+            ("http2", HTTP2_KEYS),
         ] {
             if let Some(Value::Object(obj)) = top.get(section) {
                 check_keys(section, obj, keys, &mut warnings)?;
@@ -983,6 +1035,35 @@ impl Config {
         Ok(())
     }
 
+    fn validate_http2(&self) -> Result<(), ConfigError> {
+        let h = &self.http2;
+        if !(1..=10_000).contains(&h.max_concurrent_streams) {
+            return Err(invalid(
+                "http2.max_concurrent_streams",
+                "must be 1 to 10000",
+            ));
+        }
+        if !(1024..=1 << 20).contains(&h.max_header_list_size) {
+            return Err(invalid(
+                "http2.max_header_list_size",
+                "must be 1 KiB to 1 MiB",
+            ));
+        }
+        // RFC 9113: a window is at most 2^31-1; below 16 KiB uploads crawl.
+        for (key, v) in [
+            ("http2.stream_window", h.stream_window),
+            ("http2.connection_window", h.connection_window),
+        ] {
+            if !(16_384..=i32::MAX as u32).contains(&v) {
+                return Err(invalid(key, "must be 16 KiB to 2^31-1"));
+            }
+        }
+        if h.flood_limit < 10 {
+            return Err(invalid("http2.flood_limit", "must be at least 10"));
+        }
+        Ok(())
+    }
+
     fn validate_compression(&self) -> Result<(), ConfigError> {
         use crate::http::coding::Coding;
         let c = &self.compression;
@@ -1052,6 +1133,7 @@ impl Config {
         seconds("request_body_timeout", self.request_body_timeout)?;
         seconds("tls_handshake_timeout", self.tls_handshake_timeout)?;
         self.validate_compression()?;
+        self.validate_http2()?;
         self.validate_redis_tls()?;
         self.validate_sentinel()?;
         let l = &self.lua;

@@ -8,9 +8,13 @@
 //! - [`response`]: status codes and response head encoding.
 //! - [`headers`]: field-value grammar shared with the upstream parser.
 //! - [`coding`]: `Accept-Encoding` negotiation and per-coding ETags.
+//! - [`h2`]: HTTP/2 requests and responses in these terms (the `h2` crate
+//!   is the codec); [`h2_watch`]: HTTP/2 flood detection.
 
 pub mod body;
 pub mod coding;
+pub mod h2;
+pub mod h2_watch;
 pub mod headers;
 pub mod request;
 pub mod response;

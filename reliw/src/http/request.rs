@@ -33,7 +33,7 @@ pub enum Method {
 }
 
 impl Method {
-    fn parse(token: &str) -> Option<Self> {
+    pub(crate) fn parse(token: &str) -> Option<Self> {
         Some(match token {
             "GET" => Self::Get,
             "HEAD" => Self::Head,

@@ -56,6 +56,15 @@ pub struct NodeMetrics {
     /// (`encoded` now, `cached`, `precompressed` sibling, `proxied`: an
     /// upstream's answer encoded as it streams).
     pub compressed: Family<[(&'static str, &'static str); 2], Counter>,
+    /// Client connections that spoke HTTP/2.
+    pub h2_connections: Counter,
+    /// HTTP/2 connections reliw ended, by reason (`idle`, `shutdown`,
+    /// `max_requests`, `handshake_timeout`, `flood_<kind>`, or the codec's
+    /// error code: `protocol_error`, `enhance_your_calm`, ...).
+    pub h2_closed: Family<[(&'static str, &'static str); 1], Counter>,
+    /// HTTP/2 streams reliw reset, by reason (`body_timeout`,
+    /// `send_stall`, `upstream_cut`, `file_error`).
+    pub h2_resets: Family<[(&'static str, &'static str); 1], Counter>,
     shield: ShieldSource,
 }
 
@@ -146,6 +155,24 @@ impl NodeMetrics {
             "Responses sent with a content coding, by coding and by source of the encoded form",
             compressed.clone(),
         );
+        let h2_connections = Counter::default();
+        registry.register(
+            "http2_connections",
+            "Client connections that spoke HTTP/2",
+            h2_connections.clone(),
+        );
+        let h2_closed = Family::default();
+        registry.register(
+            "http2_closed",
+            "HTTP/2 connections reliw ended (GOAWAY or handshake timeout), by reason",
+            h2_closed.clone(),
+        );
+        let h2_resets = Family::default();
+        registry.register(
+            "http2_stream_resets",
+            "HTTP/2 streams reliw reset, by reason",
+            h2_resets.clone(),
+        );
         let cache_hit = site_cache.get_or_create(&[("result", "hit")]).clone();
         let cache_miss = site_cache.get_or_create(&[("result", "miss")]).clone();
         Self {
@@ -166,6 +193,9 @@ impl NodeMetrics {
             upstream_retried,
             upstream_failures,
             compressed,
+            h2_connections,
+            h2_closed,
+            h2_resets,
             shield,
         }
     }
@@ -192,6 +222,16 @@ impl NodeMetrics {
         self.compressed
             .get_or_create(&[("coding", coding), ("source", source)])
             .inc();
+    }
+
+    /// Counts an HTTP/2 connection reliw ended.
+    pub fn h2_closed(&self, reason: &'static str) {
+        self.h2_closed.get_or_create(&[("reason", reason)]).inc();
+    }
+
+    /// Counts an HTTP/2 stream reliw reset.
+    pub fn h2_reset(&self, reason: &'static str) {
+        self.h2_resets.get_or_create(&[("reason", reason)]).inc();
     }
 
     /// This node's metrics in the Prometheus text format.

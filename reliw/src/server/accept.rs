@@ -153,7 +153,7 @@ async fn serve_listeners<A: Acceptor + 'static>(
     worker.flush_counts().await;
 }
 
-async fn connection<T: Connect>(
+async fn connection<T: Connect + super::transport::IntoStream>(
     mut io: T,
     peer: SocketAddr,
     worker: Rc<Worker>,
@@ -188,6 +188,10 @@ async fn connection<T: Connect>(
     };
     let timeout = worker.config().handshake_timeout();
     match Tls::accept(io, config, timeout).await {
+        Ok(tls) if tls.is_h2() => {
+            tracing::trace!(%peer, sni = tls.server_name(), "TLS established, HTTP/2");
+            conn::serve_h2(tls, peer, Rc::clone(&slot.worker), &upstreams, shutdown).await;
+        }
         Ok(tls) => {
             tracing::trace!(%peer, sni = tls.server_name(), "TLS established");
             conn::serve(

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::deadline::{ReadError, read_until};
 use super::exchange::{self, Conn, Exchange, MAX_BUFFER, Next};
-use super::transport::{Connect, Transport};
+use super::transport::{Connect, IntoStream, Transport};
 use super::upstream::Upstreams;
 use super::worker::Worker;
 use crate::http::{HeadError, Limits, Status, parse_head};
@@ -27,6 +27,8 @@ enum Stop {
     Quiet,
     /// Send this error, then close.
     Error(Status, &'static str),
+    /// The HTTP/2 preface: go on as h2c.
+    Http2,
 }
 
 /// How long, and how much, we read and discard after our last response:
@@ -35,7 +37,7 @@ enum Stop {
 const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 const LINGER_BYTES: usize = 256 * 1024;
 
-pub(crate) async fn serve<T: Transport, U: Connect>(
+pub(crate) async fn serve<T: Transport + IntoStream, U: Connect>(
     mut io: T,
     peer: SocketAddr,
     worker: Rc<Worker>,
@@ -51,7 +53,19 @@ pub(crate) async fn serve<T: Transport, U: Connect>(
         tls,
         upstreams,
     };
-    if drive(&mut io, &cx, shutdown).await == Next::Linger {
+    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let next = drive(&mut io, &mut buf, &cx, shutdown.clone()).await;
+    if next == Next::Http2 {
+        match io.into_stream() {
+            Ok(stream) => {
+                let stream = super::stream::Prefixed::new(buf, stream);
+                super::http2::serve(stream, &cx, shutdown).await;
+            }
+            Err(e) => tracing::debug!(%peer, error = %e, "cannot go on as h2c"),
+        }
+        return;
+    }
+    if next == Next::Linger {
         io.finish().await;
         io.shutdown_write();
         let deadline = Instant::now() + LINGER_TIME;
@@ -70,9 +84,32 @@ pub(crate) async fn serve<T: Transport, U: Connect>(
     io.shutdown_both();
 }
 
+/// A connection that chose HTTP/2 in the TLS handshake (ALPN `h2`).
+pub(crate) async fn serve_h2<T: IntoStream, U: Connect>(
+    io: T,
+    peer: SocketAddr,
+    worker: Rc<Worker>,
+    upstreams: &Upstreams<U>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let config = worker.config();
+    let cx = Conn {
+        worker: &worker,
+        config: &config,
+        peer,
+        tls: true,
+        upstreams,
+    };
+    match io.into_stream() {
+        Ok(stream) => super::http2::serve(stream, &cx, shutdown).await,
+        Err(e) => tracing::debug!(%peer, error = %e, "cannot serve HTTP/2"),
+    }
+}
+
 /// Requests until one ends the connection: how it ends.
 async fn drive<T: Transport, U: Connect>(
     io: &mut T,
+    buf: &mut Vec<u8>,
     cx: &Conn<'_, U>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Next {
@@ -82,15 +119,16 @@ async fn drive<T: Transport, U: Connect>(
         head: config.request_head_limit,
         headers: config.max_header_count,
     };
-    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut served: u64 = 0;
     loop {
         let mut started = None;
-        let read = read_head(io, &mut buf, &limits, config, &mut shutdown, &mut started).await;
+        let h2c = served == 0 && config.http2.h2c;
+        let read = read_head(io, buf, &limits, config, &mut shutdown, &mut started, h2c).await;
         served += 1;
         let (head, head_len) = match read {
             Ok(h) => h,
             Err(Stop::Quiet) => return Next::Close,
+            Err(Stop::Http2) => return Next::Http2,
             Err(Stop::Error(status, reason)) => {
                 tracing::debug!(peer = %cx.peer, reason, "bad request head");
                 let ex = Exchange {
@@ -108,7 +146,7 @@ async fn drive<T: Transport, U: Connect>(
         let cap = config.max_requests_per_connection;
         let close = !head.keep_alive || *shutdown.borrow() || (cap > 0 && served >= cap);
         let ex = Exchange::new(cx, &head, started.unwrap_or_else(Instant::now), served);
-        let done = exchange::run(io, &mut buf, cx, &ex, &head, close, &shutdown).await;
+        let done = exchange::run(io, buf, cx, &ex, &head, close, &shutdown).await;
         cx.finish(&ex, &done);
         if done.next != Next::Continue {
             return done.next;
@@ -122,7 +160,8 @@ async fn drive<T: Transport, U: Connect>(
 /// Reads until `buf` starts with a whole head: idle (ended quietly by the
 /// keep-alive timeout or shutdown) until the first byte, then against the
 /// header timer, measured from that first byte (`started`, set here).
-/// Returns the head and its length.
+/// Returns the head and its length. `h2c`: a connection that opens with
+/// the HTTP/2 preface is HTTP/2.
 async fn read_head<T: Transport>(
     io: &mut T,
     buf: &mut Vec<u8>,
@@ -130,12 +169,20 @@ async fn read_head<T: Transport>(
     config: &crate::config::Config,
     shutdown: &mut watch::Receiver<bool>,
     started: &mut Option<Instant>,
+    h2c: bool,
 ) -> Result<(crate::http::RequestHead, usize), Stop> {
+    use crate::http::h2_watch::PREFACE;
     if !buf.is_empty() {
         *started = Some(Instant::now());
     }
     loop {
+        let preface_so_far =
+            h2c && !buf.is_empty() && PREFACE.starts_with(&buf[..buf.len().min(PREFACE.len())]);
+        if preface_so_far && buf.len() >= PREFACE.len() {
+            return Err(Stop::Http2);
+        }
         match parse_head(buf, limits) {
+            Ok(None) | Err(_) if preface_so_far => {}
             Ok(Some(parsed)) => return Ok(parsed),
             Err(HeadError { status, reason }) => return Err(Stop::Error(status, reason)),
             Ok(None) => {}

@@ -67,6 +67,9 @@ pub(super) enum Next {
     Linger,
     /// Close now (the peer is gone, or the response was cut).
     Close,
+    /// The client opened with the HTTP/2 preface (h2c, when enabled): the
+    /// connection goes on as HTTP/2 from the bytes read so far.
+    Http2,
 }
 
 /// What nginx logs for a request whose client left before the answer.
@@ -186,7 +189,7 @@ async fn proxied<T: Transport, U>(
 }
 
 impl Done {
-    fn gone() -> Self {
+    pub(super) fn gone() -> Self {
         Self {
             status: CLIENT_CLOSED,
             bytes: 0,

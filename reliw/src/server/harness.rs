@@ -34,6 +34,13 @@ use crate::store::memory::MemoryStore;
 /// The server's end of a connection.
 pub(crate) struct Memory(UnixStream);
 
+impl super::transport::IntoStream for Memory {
+    type Stream = UnixStream;
+    fn into_stream(self) -> io::Result<UnixStream> {
+        Ok(self.0)
+    }
+}
+
 impl Transport for Memory {
     async fn read(&mut self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         if buf.capacity() == buf.len() {

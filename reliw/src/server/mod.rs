@@ -28,7 +28,9 @@ mod finish;
 mod forward;
 #[cfg(test)]
 mod harness;
+mod http2;
 mod listener;
+mod stream;
 #[cfg(test)]
 mod tests;
 pub mod tls;
@@ -183,7 +185,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, io: IoMode) -> Result<(
     // Certificates and listeners first: a bad certificate or a port in use
     // fails start-up before anything else.
     let tls = match &config.ssl {
-        Some(ssl) => Some(tls::load(ssl)?),
+        Some(ssl) => Some(tls::load(ssl, config.http2.enabled)?),
         None => None,
     };
     let mut per_worker: Vec<Vec<accept::Listening>> = (0..workers).map(|_| Vec::new()).collect();
@@ -438,7 +440,8 @@ fn reload_config(shared: &Shared, path: Option<&std::path::Path>) {
             // keeps the whole old config, never half of the new one.
             let running_tls = shared.tls().is_some();
             let ssl = new.ssl.as_ref().filter(|_| running_tls);
-            let tls = match ssl.map(tls::load).transpose() {
+            let h2 = new.http2.enabled;
+            let tls = match ssl.map(|s| tls::load(s, h2)).transpose() {
                 Ok(tls) => tls,
                 Err(e) => {
                     tracing::error!("SIGHUP: keeping the old certificates and the old config: {e}");

@@ -9,7 +9,7 @@
 //! adapter, and is itself a [`Transport`] for the HTTP driver.
 //!
 //! Certificates: `ssl.default` and `ssl.hosts` chosen by SNI (unknown or
-//! no SNI: the default). TLS 1.2 and 1.3, ALPN `http/1.1`, session tickets
+//! no SNI: the default). TLS 1.2 and 1.3, ALPN `h2` (see `h2`) and `http/1.1`, session tickets
 //! and a session cache for resumption. [`load`] builds a config from the
 //! files; SIGHUP swaps in a new one for new connections, keeping the old
 //! one when the new files are bad.
@@ -98,8 +98,9 @@ fn certified_key(
         .map_err(|e| key_err(e.to_string()))
 }
 
-/// Builds the server config from the `ssl` section.
-pub fn load(ssl: &SslConfig) -> Result<Arc<ServerConfig>, TlsError> {
+/// Builds the server config from the `ssl` section; `h2`: offer HTTP/2
+/// in ALPN (preferred to HTTP/1.1 when the client offers both).
+pub fn load(ssl: &SslConfig, h2: bool) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let default = match &ssl.default {
         Some(pair) => Some(certified_key("ssl.default", pair, &provider)?),
@@ -115,7 +116,11 @@ pub fn load(ssl: &SslConfig) -> Result<Arc<ServerConfig>, TlsError> {
         .map_err(|e| TlsError::Setup(e.to_string()))?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SniResolver { default, hosts }));
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = if h2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     config.ticketer =
         rustls::crypto::ring::Ticketer::new().map_err(|e| TlsError::Setup(e.to_string()))?;
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
@@ -196,6 +201,11 @@ impl<T: Transport> Tls<T> {
         }
     }
 
+    /// The client chose HTTP/2 (ALPN `h2`).
+    pub(crate) fn is_h2(&self) -> bool {
+        self.conn.alpn_protocol() == Some(b"h2")
+    }
+
     /// Feeds what `incoming` holds to rustls; whether a read would now
     /// return at once (plaintext, the peer's close, or an error).
     fn has_buffered(&mut self) -> bool {
@@ -261,6 +271,13 @@ impl<T: Transport> Tls<T> {
             self.flush().await?;
         }
         Ok(())
+    }
+}
+
+impl<T: Transport + super::transport::IntoStream> super::transport::IntoStream for Tls<T> {
+    type Stream = super::stream::TlsStream<T::Stream>;
+    fn into_stream(self) -> io::Result<Self::Stream> {
+        super::stream::TlsStream::new(self.io.into_stream()?, self.conn, &self.incoming)
     }
 }
 

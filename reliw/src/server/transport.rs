@@ -15,7 +15,7 @@ use tokio_uring::buf::BoundedBuf as _;
 
 /// A listening socket of one runtime.
 pub(crate) trait Acceptor {
-    type Conn: Connect;
+    type Conn: Connect + IntoStream;
     /// The next connection (with TCP_NODELAY set).
     async fn accept(&self) -> io::Result<(Self::Conn, std::net::SocketAddr)>;
     /// Stops listening now, even with an accept still pending.
@@ -108,6 +108,27 @@ pub(crate) trait Transport {
     fn shutdown_both(&self);
 }
 
+/// A client connection that can become a byte stream for the `h2` codec
+/// (see `stream`), after which the owned-buffer methods are not used.
+pub(crate) trait IntoStream {
+    type Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static;
+    fn into_stream(self) -> io::Result<Self::Stream>;
+}
+
+impl IntoStream for Uring {
+    type Stream = super::stream::SocketStream;
+    fn into_stream(self) -> io::Result<Self::Stream> {
+        super::stream::SocketStream::new(self.stream)
+    }
+}
+
+impl IntoStream for Epoll {
+    type Stream = tokio::net::TcpStream;
+    fn into_stream(self) -> io::Result<Self::Stream> {
+        Ok(self.0)
+    }
+}
+
 /// A socket reliw opens itself (to an upstream), on the same runtime as
 /// the connections it accepts.
 pub(crate) trait Connect: Transport + Sized + 'static {
@@ -152,25 +173,30 @@ impl Uring {
     /// first use).
     fn readiness(&mut self) -> io::Result<&AsyncFd<OwnedFd>> {
         if self.ready.is_none() {
-            #[allow(unsafe_code)]
-            // SAFETY: the fd belongs to `self.stream`, which is alive for the
-            // whole borrow; we only duplicate it.
-            let borrowed = unsafe { BorrowedFd::borrow_raw(self.stream.as_raw_fd()) };
-            let dup = rustix::io::fcntl_dupfd_cloexec(borrowed, 0)?;
-            // Shared with the original: io_uring handles non-blocking sockets.
-            rustix::io::ioctl_fionbio(&dup, true)?;
-            #[allow(unsafe_code)]
-            // SAFETY: `dup` is an OwnedFd moved into the AsyncFd: it stays
-            // open and the same for the AsyncFd's whole life.
-            let registered = unsafe {
-                AsyncFd::register_with_interest(dup, Interest::WRITABLE | Interest::READABLE)
-            };
-            self.ready = Some(registered.map_err(|e| io::Error::other(e.to_string()))?);
+            self.ready = Some(readiness(&self.stream)?);
         }
         self.ready
             .as_ref()
             .ok_or_else(|| io::Error::other("no readiness handle"))
     }
+}
+
+/// A non-blocking duplicate of a tokio-uring socket, registered with
+/// tokio's reactor for readiness.
+pub(crate) fn readiness(stream: &tokio_uring::net::TcpStream) -> io::Result<AsyncFd<OwnedFd>> {
+    #[allow(unsafe_code)]
+    // SAFETY: the fd belongs to `stream`, which is alive for the whole
+    // borrow; we only duplicate it.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    let dup = rustix::io::fcntl_dupfd_cloexec(borrowed, 0)?;
+    // Shared with the original: io_uring handles non-blocking sockets.
+    rustix::io::ioctl_fionbio(&dup, true)?;
+    #[allow(unsafe_code)]
+    // SAFETY: `dup` is an OwnedFd moved into the AsyncFd: it stays open and
+    // the same for the AsyncFd's whole life.
+    let registered =
+        unsafe { AsyncFd::register_with_interest(dup, Interest::WRITABLE | Interest::READABLE) };
+    registered.map_err(|e| io::Error::other(e.to_string()))
 }
 
 impl Transport for Uring {

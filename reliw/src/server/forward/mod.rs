@@ -22,8 +22,10 @@ mod tunnel;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub(crate) use self::error::ProxyError;
+pub(crate) use self::error::{BodyBreak, ProxyError};
+pub(in crate::server) use self::relay::await_head;
 use self::send::SendFail;
+pub(in crate::server) use self::send::write_within;
 use super::transport::{Connect, Transport};
 use super::upstream::{UpConn, Upstreams};
 use crate::compress::StreamEncoder;
@@ -305,7 +307,7 @@ async fn exchange_head<T: Transport, U: Connect>(
 }
 
 /// An idle pooled connection to the target (`true`), else a new one.
-async fn acquire<U: Connect>(
+pub(in crate::server) async fn acquire<U: Connect>(
     target: &ProxyTarget,
     upstreams: &Upstreams<U>,
     config: &Config,
@@ -326,7 +328,7 @@ async fn acquire<U: Connect>(
 /// encodes (or marks `no-transform`) is relayed as it is; a client that
 /// refuses identity and all we offer gets identity all the same (the
 /// upstream chose the representation). A HEAD is judged as its GET.
-fn body_coding(
+pub(in crate::server) fn body_coding(
     req: &RequestHead,
     response: &UpstreamHead,
     config: &Config,
@@ -343,7 +345,7 @@ fn body_coding(
 }
 
 /// Appends `data` to `out`, as one chunk when `chunked`.
-fn frame(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
+pub(in crate::server) fn frame(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
     if data.is_empty() {
         return;
     }

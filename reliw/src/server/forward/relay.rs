@@ -18,7 +18,7 @@ use crate::server::upstream::UpConn;
 /// Reads until a final response head (or a 101 to an upgrade) arrives;
 /// interim 1xx responses are dropped. Returns the head and the bytes
 /// after it.
-pub(super) async fn await_head<U: Transport>(
+pub(in crate::server) async fn await_head<U: Transport>(
     up: &mut UpConn<U>,
     mut rbuf: Vec<u8>,
     method: Method,

@@ -25,7 +25,7 @@ pub(super) enum SendFail {
 }
 
 /// Writes with the proxy's idle timeout.
-pub(super) async fn write_within<W: Transport>(
+pub(in crate::server) async fn write_within<W: Transport>(
     io: &mut W,
     data: Vec<u8>,
     limit: Duration,
