@@ -256,16 +256,6 @@ fn precompressed_siblings_are_served_when_fresh() {
     assert_eq!(decode("br", &r.body), js, "the stale sibling was served");
 }
 
-/// A value from reliw's `/metrics` (0 when the series is absent).
-fn metric(server: &Server, series: &str) -> u64 {
-    let text = Client::connect(server.metrics.unwrap())
-        .get("localhost", "/metrics")
-        .text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn a_hot_file_is_encoded_once() {
     let site = site();
@@ -276,8 +266,8 @@ fn a_hot_file_is_encoded_once() {
     }
     let encoded = "reliw_compressed_responses_total{coding=\"gzip\",source=\"encoded\"}";
     let cached = "reliw_compressed_responses_total{coding=\"gzip\",source=\"cached\"}";
-    assert_eq!(metric(&server, encoded), 1);
-    assert_eq!(metric(&server, cached), 4);
+    assert_eq!(server.metric(encoded), 1.0);
+    assert_eq!(server.metric(cached), 4.0);
     // A changed file is a new form (the cache is keyed by the file's
     // identity), after the file cache's revalidation interval.
     let server2 = Server::start(&site, json!({"cache_revalidate_ms": 1}), &[]);
@@ -289,7 +279,7 @@ fn a_hot_file_is_encoded_once() {
     std::thread::sleep(Duration::from_millis(20));
     let r = get_with(&server2, "/page.html", "gzip");
     assert_eq!(decode("gzip", &r.body), changed);
-    assert_eq!(metric(&server2, encoded), 2);
+    assert_eq!(server2.metric(encoded), 2.0);
 }
 
 #[test]

@@ -56,17 +56,6 @@ fn get(addr: SocketAddr, host: &str, path: &str) -> reliw_tests::server::Respons
     )
 }
 
-/// A value from reliw's `/metrics` (0 when the series is absent).
-fn metric(server: &Server, series: &str) -> f64 {
-    let text = Client::connect(server.metrics.unwrap())
-        .send(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .response()
-        .text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Peak and current resident memory of a process, in KiB.
 fn memory_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -274,12 +263,12 @@ fn one_pooled_upstream_connection_serves_many_requests() {
         server.log()
     );
     // What /metrics says of it: connections opened and reused, one retry.
-    let opened = metric(&server, "reliw_proxy_upstream_connections_opened_total");
+    let opened = server.metric("reliw_proxy_upstream_connections_opened_total");
     assert_eq!(opened as usize, up.connections(), "opened");
-    assert!(metric(&server, "reliw_proxy_upstream_connections_reused_total") >= 100.0);
-    assert_eq!(metric(&server, "reliw_proxy_upstream_retries_total"), 1.0);
+    assert!(server.metric("reliw_proxy_upstream_connections_reused_total") >= 100.0);
+    assert_eq!(server.metric("reliw_proxy_upstream_retries_total"), 1.0);
     let protocol = r#"reliw_proxy_upstream_failures_total{cause="protocol"}"#;
-    assert_eq!(metric(&server, protocol), 1.0, "the POST");
+    assert_eq!(server.metric(protocol), 1.0, "the POST");
 }
 
 #[test]
@@ -350,10 +339,9 @@ fn upstream_failures_become_502_and_504_and_cost_nothing() {
 
     // Counted by cause in /metrics.
     let failures = |cause: &str| {
-        metric(
-            &server,
-            &format!(r#"reliw_proxy_upstream_failures_total{{cause="{cause}"}}"#),
-        )
+        server.metric(&format!(
+            r#"reliw_proxy_upstream_failures_total{{cause="{cause}"}}"#
+        ))
     };
     assert_eq!(failures("connect"), 1.0);
     assert_eq!(failures("timeout"), 1.0);

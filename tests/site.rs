@@ -1,10 +1,11 @@
 //! RELIW site semantics, black-box: the real binary serving a site from a
 //! real redis-server (started here on a free port) and from the embedded
 //! memory store loaded from a site file. One behavioural suite runs
-//! against both; what only Redis can show (FILES writes, the control
-//! channel, outages, SCAN bounds) follows.
+//! against both, and over HTTP/2 as well as HTTP/1.1; what only Redis can
+//! show (FILES writes, the control channel, outages, SCAN bounds) follows.
 #![allow(clippy::unwrap_used)]
 
+use std::cell::Cell;
 use std::time::Duration;
 
 use reliw_tests::redis::RedisServer;
@@ -130,8 +131,24 @@ fn merge(base: &mut Value, extra: Value) {
     }
 }
 
+thread_local! {
+    /// This test's requests go over HTTP/2 (h2c, one connection each)
+    /// instead of HTTP/1.1.
+    static OVER_H2: Cell<bool> = const { Cell::new(false) };
+}
+
 /// One request with extra header lines, on a fresh connection.
 fn request(server: &Server, method: &str, host: &str, path: &str, headers: &str) -> Response {
+    if OVER_H2.get() {
+        let req = reliw_tests::h2::Req {
+            method,
+            host,
+            path,
+            headers,
+            body: b"",
+        };
+        return reliw_tests::h2::request(server.addr, &req);
+    }
     let mut c = Client::connect(server.addr);
     c.send(
         format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n{headers}\r\n")
@@ -372,6 +389,15 @@ fn the_pipeline_on_the_memory_store() {
     let site = site_files();
     let server = memory_server(&site, json!({}));
     behaves_like_reliw(&server);
+}
+
+#[test]
+fn the_pipeline_over_http2() {
+    let site = site_files();
+    let server = memory_server(&site, json!({"http2": {"h2c": true}}));
+    OVER_H2.set(true);
+    behaves_like_reliw(&server);
+    assert!(server.metric("reliw_http2_connections_total") > 30.0);
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! fails (panics unwind through it).
 #![allow(clippy::unwrap_used, clippy::panic)] // test fixtures: fail loudly
 
+pub mod h2;
 pub mod redis;
 pub mod server;
 pub mod tls;

@@ -154,6 +154,17 @@ impl Server {
         }
     }
 
+    /// A series' value from `/metrics` (0 when it is absent); `series` is
+    /// the name with its labels, as printed.
+    pub fn metric(&self, series: &str) -> f64 {
+        let text = Client::connect(self.metrics.unwrap())
+            .get("localhost", "/metrics")
+            .text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
     }

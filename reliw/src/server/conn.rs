@@ -56,13 +56,7 @@ pub(crate) async fn serve<T: Transport + IntoStream, U: Connect>(
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     let next = drive(&mut io, &mut buf, &cx, shutdown.clone()).await;
     if next == Next::Http2 {
-        match io.into_stream() {
-            Ok(stream) => {
-                let stream = super::stream::Prefixed::new(buf, stream);
-                super::http2::serve(stream, &cx, shutdown).await;
-            }
-            Err(e) => tracing::debug!(%peer, error = %e, "cannot go on as h2c"),
-        }
+        as_h2(io, buf, &cx, shutdown).await;
         return;
     }
     if next == Next::Linger {
@@ -85,7 +79,7 @@ pub(crate) async fn serve<T: Transport + IntoStream, U: Connect>(
 }
 
 /// A connection that chose HTTP/2 in the TLS handshake (ALPN `h2`).
-pub(crate) async fn serve_h2<T: IntoStream, U: Connect>(
+pub(crate) async fn serve_h2<T: Transport + IntoStream, U: Connect>(
     io: T,
     peer: SocketAddr,
     worker: Rc<Worker>,
@@ -100,9 +94,60 @@ pub(crate) async fn serve_h2<T: IntoStream, U: Connect>(
         tls: true,
         upstreams,
     };
+    as_h2(io, Vec::new(), &cx, shutdown).await;
+}
+
+/// Serves the connection as HTTP/2 from `read` (bytes taken already),
+/// then closes it the way HTTP/1.1 does: our FIN after the last frame
+/// (a GOAWAY), then what the client still sends is read and dropped for a
+/// moment, so the close is not a reset that could destroy that GOAWAY.
+async fn as_h2<T: Transport + IntoStream, U: Connect>(
+    io: T,
+    read: Vec<u8>,
+    cx: &Conn<'_, U>,
+    shutdown: watch::Receiver<bool>,
+) {
+    // The socket outlives the codec's stream through this duplicate.
+    let socket = match rustix::io::fcntl_dupfd_cloexec(io.fd(), 0) {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::debug!(peer = %cx.peer, error = %e, "cannot serve HTTP/2");
+            return;
+        }
+    };
     match io.into_stream() {
-        Ok(stream) => super::http2::serve(stream, &cx, shutdown).await,
-        Err(e) => tracing::debug!(%peer, error = %e, "cannot serve HTTP/2"),
+        Ok(stream) => {
+            let stream = super::stream::Prefixed::new(read, stream);
+            super::http2::serve(stream, cx, shutdown).await;
+        }
+        Err(e) => tracing::debug!(peer = %cx.peer, error = %e, "cannot serve HTTP/2"),
+    }
+    linger(socket).await;
+}
+
+/// Half-closes `socket`, then reads and drops input until EOF, for
+/// [`LINGER_TIME`] or [`LINGER_BYTES`], whichever ends first.
+async fn linger(socket: std::os::fd::OwnedFd) {
+    let _ = rustix::net::shutdown(&socket, rustix::net::Shutdown::Write);
+    if rustix::io::ioctl_fionbio(&socket, true).is_err() {
+        return;
+    }
+    let Ok(ready) = super::transport::register(socket, tokio::io::Interest::READABLE) else {
+        return;
+    };
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut drained = 0;
+    let mut scratch = Vec::with_capacity(16 * 1024);
+    while drained < LINGER_BYTES {
+        let Ok(Ok(mut guard)) = tokio::time::timeout_at(deadline, ready.readable()).await else {
+            return;
+        };
+        scratch.clear();
+        match super::transport::recv_now(guard.get_inner(), &mut scratch) {
+            Ok(Some(n)) if n > 0 => drained += n,
+            Ok(None) => guard.clear_ready(),
+            _ => return,
+        }
     }
 }
 

@@ -191,11 +191,15 @@ pub(crate) fn readiness(stream: &tokio_uring::net::TcpStream) -> io::Result<Asyn
     let dup = rustix::io::fcntl_dupfd_cloexec(borrowed, 0)?;
     // Shared with the original: io_uring handles non-blocking sockets.
     rustix::io::ioctl_fionbio(&dup, true)?;
+    register(dup, Interest::WRITABLE | Interest::READABLE)
+}
+
+/// Registers a socket we own with tokio's reactor.
+pub(crate) fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
     #[allow(unsafe_code)]
-    // SAFETY: `dup` is an OwnedFd moved into the AsyncFd: it stays open and
+    // SAFETY: `fd` is an OwnedFd moved into the AsyncFd: it stays open and
     // the same for the AsyncFd's whole life.
-    let registered =
-        unsafe { AsyncFd::register_with_interest(dup, Interest::WRITABLE | Interest::READABLE) };
+    let registered = unsafe { AsyncFd::register_with_interest(fd, interest) };
     registered.map_err(|e| io::Error::other(e.to_string()))
 }
 

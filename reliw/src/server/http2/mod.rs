@@ -111,7 +111,9 @@ where
                 }
             }
             _ = sleep_until(idle_at), if streams.is_empty() && closing.is_none() => {
-                conn.graceful_shutdown();
+                // Nothing open: one GOAWAY naming the last stream served,
+                // without the PING round trip a graceful close waits for.
+                conn.abrupt_shutdown(h2::Reason::NO_ERROR);
                 closing = Some(("idle", Instant::now() + grace(config, "")));
             }
             _ = shutdown.changed(), if closing.is_none() => {
