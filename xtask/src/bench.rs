@@ -252,6 +252,11 @@ pub(crate) fn run(
             table.push_str(&line);
             results.push(entry);
         }
+        if wanted("h2") {
+            let (lines, entries) = h2_case(root, &dir, &www, duration, rounds, connections)?;
+            table.push_str(&lines);
+            results.extend(entries);
+        }
         if wanted("proxy") {
             let (line, entry) = proxy_case(root, &dir, &www, duration, rounds, connections)?;
             table.push_str(&line);
@@ -297,6 +302,20 @@ fn tls_case(
     rounds: usize,
     connections: u32,
 ) -> Result<(String, serde_json::Value)> {
+    let (cert, key) = bench_certificate(dir)?;
+    let ssl = serde_json::json!({"ssl": {"default": {"cert": cert, "key": key}}});
+    let (reliw, port) = start_reliw(root, dir, www, "reliw-tls", "auto", 16 * 1024, ssl)?;
+    let (nginx, nginx_port) = start_nginx(dir, www, Some((&cert, &key)))?;
+    let pair = [(&reliw, port), (&nginx, nginx_port)];
+    let url = |port| format!("https://127.0.0.1:{port}/1k.bin");
+    let (r, n) = ab_rounds("1k https", pair, url, None, duration, rounds, connections)?;
+    let (line, mut entry) = ab_summary("1k https", ["reliw-tls", "nginx-tls"], &r, &n);
+    entry["https"] = true.into();
+    Ok((line, entry))
+}
+
+/// A self-signed P-256 certificate for the HTTPS cases, made with openssl.
+fn bench_certificate(dir: &Path) -> Result<(PathBuf, PathBuf)> {
     let (cert, key) = (dir.join("bench.crt"), dir.join("bench.key"));
     crate::run_checked(
         Command::new("openssl")
@@ -315,15 +334,137 @@ fn tls_case(
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     )?;
-    let ssl = serde_json::json!({"ssl": {"default": {"cert": cert, "key": key}}});
-    let (reliw, port) = start_reliw(root, dir, www, "reliw-tls", "auto", 16 * 1024, ssl)?;
-    let (nginx, nginx_port) = start_nginx(dir, www, Some((&cert, &key)))?;
-    let pair = [(&reliw, port), (&nginx, nginx_port)];
-    let url = |port| format!("https://127.0.0.1:{port}/1k.bin");
-    let (r, n) = ab_rounds("1k https", pair, url, None, duration, rounds, connections)?;
-    let (line, mut entry) = ab_summary("1k https", ["reliw-tls", "nginx-tls"], &r, &n);
-    entry["https"] = true.into();
-    Ok((line, entry))
+    Ok((cert, key))
+}
+
+/// HTTP/2 over TLS (ALPN h2), 1 KiB and 100 KiB, many streams on each
+/// connection: h2load against reliw and nginx (`http2`), same
+/// certificate, same files. h2load's per-request log gives the
+/// percentiles (it prints none of its own).
+fn h2_case(
+    root: &Path,
+    dir: &Path,
+    www: &Path,
+    duration: u64,
+    rounds: usize,
+    connections: u32,
+) -> Result<(String, Vec<serde_json::Value>)> {
+    let (cert, key) = bench_certificate(dir)?;
+    let ssl = serde_json::json!({"ssl": {"default": {"cert": &cert, "key": &key}}});
+    let (reliw, port) = start_reliw(root, dir, www, "reliw-h2", "auto", 16 * 1024, ssl)?;
+    let nginx_port = free_port()?;
+    let site = format!("root {};", www.join("__").display());
+    let conf = write_nginx_conf_as(dir, "nginx-h2", nginx_port, Some((&cert, &key)), "", &site)?;
+    // nginx 1.22 (Debian 12) takes `http2` on the listen line.
+    let text =
+        std::fs::read_to_string(&conf)?.replace(" ssl backlog=4096;", " ssl http2 backlog=4096;");
+    std::fs::write(&conf, text)?;
+    let nginx = run_nginx(dir, &conf, "nginx-h2", nginx_port)?;
+    let clients = (connections / 8).max(2);
+    let streams = 32;
+    let mut table = String::new();
+    let mut entries = Vec::new();
+    for file in ["1k.bin", "100k.bin"] {
+        let what = format!("h2 {}", file.trim_end_matches(".bin"));
+        let pair = [(&reliw, port), (&nginx, nginx_port)];
+        let measure = |server: &Running, port: u16| {
+            let url = format!("https://127.0.0.1:{port}/{file}");
+            let pid = server.child.id();
+            let before = cpu_seconds(pid)?;
+            let mut sample = h2load(&url, dir, duration, clients, streams)?;
+            let used = cpu_seconds(pid)? - before;
+            sample.cpu_us = used * 1e6 / sample.requests.max(1) as f64;
+            Ok(sample)
+        };
+        let (r, n) = alternating(&what, pair, rounds, measure)?;
+        let (line, mut entry) = ab_summary(&what, ["reliw-h2", "nginx-h2"], &r, &n);
+        entry["file"] = file.into();
+        entry["h2"] = serde_json::json!({"clients": clients, "streams_per_client": streams});
+        table.push_str(&line);
+        entries.push(entry);
+    }
+    Ok((table, entries))
+}
+
+/// h2load on CPU 1 for `duration` seconds: `clients` connections with
+/// `streams` concurrent streams each. Every response must be a 2xx.
+fn h2load(url: &str, dir: &Path, duration: u64, clients: u32, streams: u32) -> Result<Sample> {
+    let log = dir.join("h2load.log");
+    // h2load appends to its log.
+    let _ = std::fs::remove_file(&log);
+    let out = Command::new("taskset")
+        .args(["-c", "1", "h2load", "-t1"])
+        .arg(format!("-c{clients}"))
+        .arg(format!("-m{streams}"))
+        .arg(format!("-D{duration}"))
+        .arg("--warm-up-time=1")
+        .arg(format!("--log-file={}", log.display()))
+        .arg(url)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running h2load (cargo xtask setup installs nghttp2-client)")?;
+    if !out.status.success() {
+        bail!("h2load failed on {url}");
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut sample = Sample {
+        rps: 0.0,
+        p50_us: 0.0,
+        p99_us: 0.0,
+        requests: 0,
+        cpu_us: 0.0,
+    };
+    for line in text.lines() {
+        let words: Vec<&str> = line.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+        match words.as_slice() {
+            ["finished", "in", _, rps, "req/s", ..] => sample.rps = rps.parse()?,
+            [
+                "requests:",
+                total,
+                "total",
+                _,
+                "started",
+                _,
+                "done",
+                ok,
+                "succeeded",
+                ..,
+            ] => {
+                sample.requests = ok.parse()?;
+                if total != ok {
+                    bail!("h2load on {url}: {}", line.trim());
+                }
+            }
+            [
+                "status",
+                "codes:",
+                _,
+                "2xx",
+                n3,
+                "3xx",
+                n4,
+                "4xx",
+                n5,
+                "5xx",
+            ] if [n3, n4, n5].iter().any(|n| **n != "0") => {
+                bail!("h2load on {url}: {}", line.trim());
+            }
+            _ => {}
+        }
+    }
+    // start (us since the epoch), status, microseconds to the response's end
+    let mut micros: Vec<f64> = std::fs::read_to_string(&log)?
+        .lines()
+        .filter_map(|l| l.split('\t').nth(2)?.parse().ok())
+        .collect();
+    if sample.rps == 0.0 || micros.is_empty() {
+        bail!("h2load printed no results for {url}");
+    }
+    micros.sort_by(f64::total_cmp);
+    let at = |q: f64| micros[((micros.len() - 1) as f64 * q) as usize];
+    sample.p50_us = at(0.50);
+    sample.p99_us = at(0.99);
+    Ok(sample)
 }
 
 /// 1 KiB through a reverse proxy with upstream keep-alive: reliw
@@ -541,12 +682,25 @@ fn ab_rounds(
     rounds: usize,
     connections: u32,
 ) -> Result<(Sample, Sample)> {
+    alternating(what, pair, rounds, |server, port| {
+        measured_with(server, &url(port), header, duration, connections)
+    })
+}
+
+/// Rounds of `measure` against two servers, alternating who goes first;
+/// the median round of each.
+fn alternating(
+    what: &str,
+    pair: [(&Running, u16); 2],
+    rounds: usize,
+    measure: impl Fn(&Running, u16) -> Result<Sample>,
+) -> Result<(Sample, Sample)> {
     let mut samples: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
     for round in 0..rounds {
         for k in 0..2 {
             let which = (k + round) % 2;
             let (server, port) = pair[which];
-            let s = measured_with(server, &url(port), header, duration, connections)?;
+            let s = measure(server, port)?;
             print_round(what, round, server.name, &s);
             samples[which].push(s);
         }

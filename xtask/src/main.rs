@@ -74,8 +74,8 @@ enum Cmd {
         /// Compare sending bodies from memory with sendfile (100 KiB, 8 MiB).
         #[arg(long)]
         send: bool,
-        /// Run one case only: static, tls, proxy, compress, xdp or flood.
-        #[arg(long, value_parser = ["static", "tls", "proxy", "compress", "xdp", "flood"])]
+        /// Run one case only: static, tls, h2, proxy, compress, xdp or flood.
+        #[arg(long, value_parser = ["static", "tls", "h2", "proxy", "compress", "xdp", "flood"])]
         only: Option<String>,
     },
     /// Fuzz the HTTP codec and the proxy's response parser (cargo fuzz,

@@ -10,8 +10,8 @@ use crate::run_checked;
 /// Debian packages: LLVM 22 for bpf-linker, redis-server for the store tests,
 /// nginx and wrk for benchmarks, iproute2 for the namespace tests, bpftool to
 /// inspect what is loaded, xdp-tools for the XDP benchmark, nginx's brotli
-/// module for the compression benchmark.
-const APT_PACKAGES: [&str; 13] = [
+/// module for the compression benchmark, h2load for the HTTP/2 benchmark.
+const APT_PACKAGES: [&str; 14] = [
     "llvm-22-dev",
     "libpolly-22-dev",
     "libzstd-dev",
@@ -29,6 +29,8 @@ const APT_PACKAGES: [&str; 13] = [
     "xdp-tools",
     // nginx's brotli filter, the reference for the brotli compression bench.
     "libnginx-mod-http-brotli-filter",
+    // h2load, the HTTP/2 load generator (the nginx side speaks h2 too).
+    "nghttp2-client",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -167,7 +167,8 @@ async fn drive<T: Transport, U: Connect>(
     let mut served: u64 = 0;
     loop {
         let mut started = None;
-        let h2c = served == 0 && config.http2.h2c;
+        // Prior knowledge on the plain listener only (TLS chose by ALPN).
+        let h2c = served == 0 && config.http2.h2c && config.http2.enabled && !cx.tls;
         let read = read_head(io, buf, &limits, config, &mut shutdown, &mut started, h2c).await;
         served += 1;
         let (head, head_len) = match read {

@@ -4,10 +4,15 @@
 //!
 //! One task per connection: it drives the codec and runs its streams
 //! concurrently (a `FuturesUnordered` of borrowing futures, so a stream
-//! costs no task and no `Rc` clones). The connection ends with a GOAWAY
-//! when idle for `keepalive_idle_timeout`, after
-//! `max_requests_per_connection` streams, at shutdown, or at once on a
-//! flood the frame watch saw; the handshake has `request_header_timeout`.
+//! costs no task and no `Rc` clones), at most `max_concurrent_streams` at
+//! once even when clients reset theirs. The requests one read brings are
+//! all answered before the codec writes, so their frames share a write.
+//! The connection ends with a GOAWAY when idle for
+//! `keepalive_idle_timeout`, after `max_requests_per_connection` streams
+//! (once they are done), at shutdown (open streams get `shutdown_grace`),
+//! or at once on a flood the frame watch saw; the handshake has
+//! `request_header_timeout`. Each stream's queued output is bounded by
+//! `respond::PIECE`.
 //!
 //! - `request`: one stream, from its head to its response.
 //! - `respond`: a response's head and body, within flow control.
@@ -21,8 +26,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt as _, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
@@ -30,10 +35,6 @@ use tokio::time::{Instant, sleep_until};
 use super::exchange::Conn;
 use super::stream::{FloodAlarm, Watched};
 use super::transport::Connect;
-
-/// How long a closing connection may take to finish its streams (at
-/// shutdown: `shutdown_grace`).
-const CLOSE_GRACE: Duration = Duration::from_secs(10);
 
 /// How long the GOAWAY after a flood may take to go out.
 const FLOOD_GOODBYE: Duration = Duration::from_secs(1);
@@ -55,7 +56,7 @@ where
         .max_header_list_size(h.max_header_list_size)
         .initial_window_size(h.stream_window)
         .initial_connection_window_size(h.connection_window)
-        .max_send_buffer_size(256 * 1024);
+        .max_send_buffer_size(respond::PIECE);
     let handshake = builder.handshake::<_, Bytes>(io);
     let mut conn = match tokio::time::timeout(config.header_timeout(), handshake).await {
         Ok(Ok(conn)) => conn,
@@ -70,17 +71,23 @@ where
     };
     node.h2_connections.inc();
     let cap = config.max_requests_per_connection;
+    let max_streams = h.max_concurrent_streams as usize;
     let mut streams = FuturesUnordered::new();
     let mut served: u64 = 0;
-    let mut closing: Option<(&'static str, Instant)> = None;
+    // Why we are closing, and (at shutdown) when open streams are cut.
+    let mut closing: Option<(&'static str, Option<Instant>)> = None;
     let mut idle_since = Instant::now();
     if *shutdown.borrow() {
         conn.graceful_shutdown();
-        closing = Some(("shutdown", Instant::now() + grace(config, "shutdown")));
+        closing = Some(("shutdown", Some(Instant::now() + shutdown_grace(config))));
     }
-    loop {
+    'serve: loop {
         let idle_at = idle_since + config.idle_timeout();
-        let give_up_at = closing.map_or(idle_at, |(_, at)| at);
+        let cut_at = closing.and_then(|(_, at)| at);
+        // Streams a client reset are closed for the codec but may still be
+        // working here: past the limit we only drive the connection, and
+        // new streams wait in the codec (or are refused by it).
+        let room = streams.len() < max_streams;
         tokio::select! {
             flood = alarm.wait() => {
                 tracing::info!(peer = %cx.peer, flood = flood.as_str(), "HTTP/2 flood; GOAWAY");
@@ -90,38 +97,67 @@ where
                 let _ = tokio::time::timeout(FLOOD_GOODBYE, goodbye).await;
                 return;
             }
-            accepted = conn.accept() => match accepted {
-                Some(Ok((req, respond))) => {
-                    served += 1;
-                    streams.push(request::serve(req, respond, cx, served));
-                    if cap > 0 && served >= cap && closing.is_none() {
-                        conn.graceful_shutdown();
-                        closing = Some(("max_requests", Instant::now() + grace(config, "")));
+            driven = drive(&mut conn, room) => {
+                let accepted = match driven {
+                    Driven::Accepted(accepted) => accepted,
+                    Driven::Closed(Ok(())) => break,
+                    Driven::Closed(Err(e)) => {
+                        ended_by_error(cx, &e);
+                        break;
+                    }
+                };
+                // Every request the codec decoded already is taken, then all
+                // of them run before the codec is polled again: their
+                // answers leave together, in one write.
+                let mut next = Some(accepted);
+                while let Some(accepted) = next.take() {
+                    match accepted {
+                        Some(Ok((req, respond))) => {
+                            served += 1;
+                            streams.push(request::serve(req, respond, cx, served));
+                            if cap > 0 && served >= cap && closing.is_none() {
+                                conn.graceful_shutdown();
+                                closing = Some(("max_requests", None));
+                            }
+                        }
+                        Some(Err(e)) => {
+                            ended_by_error(cx, &e);
+                            break 'serve;
+                        }
+                        None => break 'serve,
+                    }
+                    if streams.len() < max_streams {
+                        next = conn.accept().now_or_never();
                     }
                 }
-                Some(Err(e)) => {
-                    ended_by_error(cx, &e);
-                    break;
+                while let Some(Some(())) = streams.next().now_or_never() {}
+                if streams.is_empty() {
+                    idle_since = Instant::now();
                 }
-                None => break,
-            },
+            }
             Some(()) = streams.next(), if !streams.is_empty() => {
                 if streams.is_empty() {
                     idle_since = Instant::now();
                 }
             }
-            _ = sleep_until(idle_at), if streams.is_empty() && closing.is_none() => {
+            _ = sleep_until(idle_at), if streams.is_empty() => {
+                if closing.is_some() {
+                    // A GOAWAY went and nothing is open: the client need
+                    // not answer our PING for us to go.
+                    break;
+                }
                 // Nothing open: one GOAWAY naming the last stream served,
                 // without the PING round trip a graceful close waits for.
                 conn.abrupt_shutdown(h2::Reason::NO_ERROR);
-                closing = Some(("idle", Instant::now() + grace(config, "")));
+                closing = Some(("idle", None));
+                idle_since = Instant::now();
             }
             _ = shutdown.changed(), if closing.is_none() => {
                 conn.graceful_shutdown();
-                closing = Some(("shutdown", Instant::now() + grace(config, "shutdown")));
+                closing = Some(("shutdown", Some(Instant::now() + shutdown_grace(config))));
             }
-            _ = sleep_until(give_up_at), if closing.is_some() => {
-                tracing::debug!(peer = %cx.peer, open = streams.len(), "HTTP/2 close took too long");
+            _ = sleep_until(cut_at.unwrap_or(idle_at)), if cut_at.is_some() => {
+                tracing::debug!(peer = %cx.peer, open = streams.len(), "HTTP/2 shutdown grace over");
                 break;
             }
         }
@@ -131,12 +167,39 @@ where
     }
 }
 
-fn grace(config: &crate::config::Config, why: &str) -> Duration {
-    if why == "shutdown" {
-        Duration::from_secs(config.shutdown_grace)
+type Accepted = Option<
+    Result<
+        (
+            http::Request<h2::RecvStream>,
+            h2::server::SendResponse<Bytes>,
+        ),
+        h2::Error,
+    >,
+>;
+
+/// What driving the codec gave.
+enum Driven {
+    /// A new stream (or the end).
+    Accepted(Accepted),
+    /// With no room for streams: the connection ended.
+    Closed(Result<(), h2::Error>),
+}
+
+/// Drives the codec: accepting a stream when there is `room`, else only
+/// reading and writing for the streams that are open.
+async fn drive<T>(conn: &mut h2::server::Connection<T, Bytes>, room: bool) -> Driven
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    if room {
+        Driven::Accepted(conn.accept().await)
     } else {
-        CLOSE_GRACE
+        Driven::Closed(std::future::poll_fn(|c| conn.poll_closed(c)).await)
     }
+}
+
+fn shutdown_grace(config: &crate::config::Config) -> Duration {
+    Duration::from_secs(config.shutdown_grace)
 }
 
 fn flood_reason(flood: crate::http::h2_watch::Flood) -> &'static str {

@@ -26,8 +26,33 @@ use crate::proxy::head::{
 };
 use crate::server::exchange::{Conn, Done, Exchange, Next};
 use crate::server::forward::{self, BodyBreak, ProxyError};
-use crate::server::transport::{Connect, Transport as _};
+use crate::server::transport::{Connect, Transport};
 use crate::server::upstream::UpConn;
+
+/// Shuts an upstream socket down if the stream is dropped mid-exchange
+/// (its client connection ended under it): on io_uring a read still in
+/// flight would keep the socket open until the upstream spoke or closed.
+/// It holds a duplicate of the socket, so it needs nothing borrowed.
+struct ShutOnDrop(Option<std::os::fd::OwnedFd>);
+
+impl ShutOnDrop {
+    fn new<U: Transport>(up: &UpConn<U>) -> Self {
+        Self(rustix::io::fcntl_dupfd_cloexec(up.fd(), 0).ok())
+    }
+
+    /// The exchange ended on its own: nothing to do.
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for ShutOnDrop {
+    fn drop(&mut self) {
+        if let Some(fd) = &self.0 {
+            let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
+        }
+    }
+}
 
 /// Why nothing of an answer reached the client.
 enum Failure {
@@ -56,11 +81,12 @@ pub(super) async fn forward<U: Connect>(
             "proxy: {error}"
         );
     };
-    let answered = match exchange_head(req, body, target, cx, ex).await {
+    let answered = match exchange_head(req, body, respond, target, cx, ex).await {
         Ok(a) => a,
         Err(failure) => {
             let status = match failure {
-                Failure::Gone => return gone(host),
+                // Not answered: logged (499), not counted for the host.
+                Failure::Gone => return Done::gone(),
                 Failure::BadBody(status) => status,
                 Failure::Upstream(e) => {
                     failed(&e);
@@ -70,7 +96,7 @@ pub(super) async fn forward<U: Connect>(
             return error_page(req, respond, host, status, cx).await;
         }
     };
-    let (mut up, response, mut rest) = answered;
+    let (mut up, guard, response, mut rest) = answered;
     let head_request = req.method == Method::Head;
     let (coding, vary_encoding) = forward::body_coding(req, &response, config);
     let encoder = match coding {
@@ -120,7 +146,7 @@ pub(super) async fn forward<U: Connect>(
     let no_body = head_request || framing == ClientFraming::None;
     let Ok(mut stream) = respond.send_response(h2head, no_body) else {
         up.shutdown_both();
-        return gone(host);
+        return Done::gone();
     };
     let relayed = if no_body {
         Ok(0)
@@ -128,6 +154,7 @@ pub(super) async fn forward<U: Connect>(
         relay_body(&mut up, &response, &mut rest, &mut stream, encoder, config).await
     };
     let p = &config.proxy;
+    guard.disarm();
     let leftover = !rest.is_empty();
     upstreams.recycle(rest, p.buffer_size);
     match relayed {
@@ -164,13 +191,6 @@ pub(super) async fn forward<U: Connect>(
     }
 }
 
-fn gone(host: String) -> Done {
-    Done {
-        proxied: Some(host),
-        ..Done::gone()
-    }
-}
-
 /// The site's error page for a failed forward (as HTTP/1.1 sends it).
 async fn error_page<U>(
     req: &RequestHead,
@@ -193,10 +213,11 @@ async fn error_page<U>(
 async fn exchange_head<U: Connect>(
     req: &RequestHead,
     body: &mut RecvStream,
+    respond: &mut SendResponse<Bytes>,
     target: &ProxyTarget,
     cx: &Conn<'_, U>,
     ex: &Exchange<'_>,
-) -> Result<(UpConn<U>, UpstreamHead, Vec<u8>), Failure> {
+) -> Result<(UpConn<U>, ShutOnDrop, UpstreamHead, Vec<u8>), Failure> {
     let config = cx.config;
     let upstreams = cx.upstreams;
     if let BodyFraming::Length(n) = req.body
@@ -215,18 +236,36 @@ async fn exchange_head<U: Connect>(
         },
         &mut request,
     );
-    let replayable = body.is_end_stream();
+    // As on HTTP/1.1: only methods that may be sent twice, and no body.
+    let replayable = body.is_end_stream()
+        && matches!(
+            req.method,
+            Method::Get
+                | Method::Head
+                | Method::Options
+                | Method::Trace
+                | Method::Put
+                | Method::Delete
+        );
+    let mut told_to_go_on = false;
     let mut retried = false;
     loop {
         let (mut up, reused) = forward::acquire(target, upstreams, config)
             .await
             .map_err(Failure::Upstream)?;
+        let guard = ShutOnDrop::new(&up);
         let may_retry = reused && replayable && !retried;
         let limit = Duration::from_millis(config.proxy.read_timeout_ms);
         let (sent, r) = forward::write_within(&mut up, request, limit).await;
         request = r;
+        if req.expect_continue && !body.is_end_stream() && !told_to_go_on {
+            let mut go_on = http::Response::new(());
+            *go_on.status_mut() = http::StatusCode::CONTINUE;
+            let _ = respond.send_informational(go_on);
+            told_to_go_on = true;
+        }
         let sent = match sent {
-            Ok(()) if replayable => Ok(()),
+            Ok(()) if body.is_end_stream() => Ok(()),
             Ok(()) => send_body(req, body, &mut up, config).await,
             Err(e) => Err(Failure::Upstream(e)),
         };
@@ -245,7 +284,7 @@ async fn exchange_head<U: Connect>(
         }
         let rbuf = upstreams.buffer(config.proxy.buffer_size);
         match forward::await_head(&mut up, rbuf, req.method, false, config).await {
-            Ok((response, rest)) => return Ok((up, response, rest)),
+            Ok((response, rest)) => return Ok((up, guard, response, rest)),
             Err(ProxyError::Closed) if may_retry => {
                 up.shutdown_both();
                 upstreams.node().upstream_retried.inc();

@@ -46,8 +46,36 @@ pub(super) async fn serve<U: Connect>(
         }
     };
     let ex = Exchange::new(cx, &head, started, number);
+    let books = Books {
+        cx,
+        ex: &ex,
+        open: true,
+    };
     let done = run(&head, &mut body, &mut respond, cx, &ex).await;
-    cx.finish(&ex, &done);
+    books.close(&done);
+}
+
+/// Closes the books on a stream exactly once: as it ended, or as a 499
+/// when its connection ends first and the stream is dropped mid-way.
+struct Books<'a, 'c, U> {
+    cx: &'a Conn<'c, U>,
+    ex: &'a Exchange<'a>,
+    open: bool,
+}
+
+impl<U> Books<'_, '_, U> {
+    fn close(mut self, done: &Done) {
+        self.open = false;
+        self.cx.finish(self.ex, done);
+    }
+}
+
+impl<U> Drop for Books<'_, '_, U> {
+    fn drop(&mut self) {
+        if self.open {
+            self.cx.finish(self.ex, &Done::gone());
+        }
+    }
 }
 
 async fn run<U: Connect>(
@@ -63,7 +91,9 @@ async fn run<U: Connect>(
     let local = match site.front(head, ex.client, cx.config).await {
         Front::Proxy { target, host } => {
             let host = host.into_owned();
-            return proxy::forward(head, body, respond, &target, host, cx, ex).await;
+            // Boxed: the proxy's state would otherwise make every stream's
+            // future (moved into the connection's set) several KiB larger.
+            return Box::pin(proxy::forward(head, body, respond, &target, host, cx, ex)).await;
         }
         Front::Respond(resp) => Err(resp),
         Front::Local(local) => Ok(local),

@@ -17,7 +17,7 @@ use crate::server::exchange::{Done, Next};
 use crate::site::{Body, Response};
 
 /// Largest piece of a body handed to the codec at once.
-const PIECE: usize = 64 * 1024;
+pub(super) const PIECE: usize = 64 * 1024;
 
 /// Why a body stopped.
 pub(super) enum Stop {
