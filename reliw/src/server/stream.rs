@@ -10,6 +10,7 @@
 //!   owned-buffer [`Tls`](super::tls::Tls) transport established.
 //! - [`Prefixed`]: bytes already read (an h2c preface) before the rest.
 //! - [`Watched`]: what the client sends, through [`FrameWatch`].
+//! - [`Coalesce`]: what the codec writes in one turn, in one write.
 
 use std::cell::Cell;
 use std::io::{self, IoSlice, Read as _, Write as _};
@@ -438,5 +439,120 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Bytes of output gathered before they must be written.
+const COALESCE: usize = 64 * 1024;
+
+/// Gathers what the codec writes during one turn of the connection's task
+/// and writes it at the next turn, in one go. The codec flushes after
+/// each DATA frame (its encoder holds one at a time), which made one
+/// system call (and, under TLS, one record) per response; here the first
+/// flush of a turn only wakes the task again, and the next one (or the
+/// next read) writes everything gathered meanwhile.
+pub(crate) struct Coalesce<S> {
+    io: S,
+    buf: Vec<u8>,
+    /// How much of `buf` is written already.
+    at: usize,
+    /// A flush was put off to the next turn.
+    armed: bool,
+}
+
+impl<S> Coalesce<S> {
+    pub(crate) fn new(io: S) -> Self {
+        Self {
+            io,
+            buf: Vec::new(),
+            at: 0,
+            armed: false,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Coalesce<S> {
+    /// Writes out everything gathered.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.at < self.buf.len() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.buf[self.at..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.at += n;
+        }
+        self.buf.clear();
+        self.at = 0;
+        self.armed = false;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Coalesce<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.armed
+            && let Poll::Ready(Err(e)) = this.poll_drain(cx)
+        {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesce<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[IoSlice::new(data)])
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if this.buf.len() + total > COALESCE {
+            ready!(this.poll_drain(cx))?;
+            if total >= COALESCE {
+                return Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+            }
+        }
+        for b in bufs {
+            this.buf.extend_from_slice(b);
+        }
+        Poll::Ready(Ok(total))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.buf.is_empty() {
+            return Pin::new(&mut this.io).poll_flush(cx);
+        }
+        if !this.armed {
+            this.armed = true;
+            cx.waker().wake_by_ref();
+            return Poll::Ready(Ok(()));
+        }
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.io).poll_shutdown(cx)
     }
 }

@@ -49,6 +49,7 @@ where
     let h = &config.http2;
     let node = cx.worker.node();
     let alarm = Rc::new(FloodAlarm::default());
+    let io = super::stream::Coalesce::new(io);
     let io = Watched::new(io, h.flood_limit, Rc::clone(&alarm));
     let mut builder = h2::server::Builder::new();
     builder
