@@ -444,3 +444,25 @@ fn h2c_is_off_unless_configured() {
     let r = reliw_tests::server::get(on.addr, "localhost", "/index.html");
     assert_eq!(r.status, 200);
 }
+
+#[test]
+fn the_epoll_runtime_serves_h2_too() {
+    let site = site();
+    let ca = TestCa::new();
+    let leaf = ca.leaf(&site.root, "a", &["a.test"], false);
+    let config = json!({
+        "ssl": {"default": {"cert": leaf.cert, "key": leaf.key}, "port": 0},
+        "http2": {"h2c": true},
+    });
+    let server = Server::start(&site, config, &["--io", "epoll"]);
+    assert!(server.log().contains("epoll"), "{}", server.log());
+    let mut tls = H2::tls(server.tls_addrs[0], "a.test", alpn_client(&ca, &[b"h2"])).unwrap();
+    let mut plain = H2::h2c(server.addr);
+    for c in [&mut tls, &mut plain] {
+        let reqs: Vec<Req> = (0..10).map(|_| Req::get("a.test", "/big.bin")).collect();
+        for r in c.concurrent(&reqs) {
+            let r = r.unwrap();
+            assert!(r.status == 200 && r.body == big(3 << 20));
+        }
+    }
+}
