@@ -369,12 +369,7 @@ fn h2_case(
         let pair = [(&reliw, port), (&nginx, nginx_port)];
         let measure = |server: &Running, port: u16| {
             let url = format!("https://127.0.0.1:{port}/{file}");
-            let pid = server.child.id();
-            let before = cpu_seconds(pid)?;
-            let mut sample = h2load(&url, dir, duration, clients, streams)?;
-            let used = cpu_seconds(pid)? - before;
-            sample.cpu_us = used * 1e6 / sample.requests.max(1) as f64;
-            Ok(sample)
+            with_cpu(server, || h2load(&url, dir, duration, clients, streams))
         };
         let (r, n) = alternating(&what, pair, rounds, measure)?;
         let (line, mut entry) = ab_summary(&what, ["reliw-h2", "nginx-h2"], &r, &n);
@@ -962,9 +957,15 @@ fn measured_with(
     duration: u64,
     connections: u32,
 ) -> Result<Sample> {
+    with_cpu(server, || wrk(url, header, duration, connections))
+}
+
+/// Runs `load` against `server` and adds the CPU time the server used
+/// per request to its sample.
+fn with_cpu(server: &Running, load: impl FnOnce() -> Result<Sample>) -> Result<Sample> {
     let pid = server.child.id();
     let before = cpu_seconds(pid)?;
-    let mut sample = wrk(url, header, duration, connections)?;
+    let mut sample = load()?;
     let used = cpu_seconds(pid)? - before;
     sample.cpu_us = used * 1e6 / sample.requests.max(1) as f64;
     Ok(sample)

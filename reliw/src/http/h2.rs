@@ -91,16 +91,7 @@ pub fn request_head(
                 content_length =
                     Some(headers::content_length(value).ok_or(bad("invalid Content-Length"))?);
             }
-            "expect" => {
-                if value.eq_ignore_ascii_case(b"100-continue") {
-                    expect_continue = true;
-                } else {
-                    return Err(HeadError {
-                        status: Status::EXPECTATION_FAILED,
-                        reason: "unsupported expectation",
-                    });
-                }
-            }
+            "expect" => expect_continue = super::request::expectation(value)?,
             // Only `te: trailers` may come (h2 checks); it means nothing
             // to an HTTP/1.1 upstream of ours.
             "te" => continue,
@@ -155,29 +146,14 @@ fn check_value(value: &[u8]) -> Result<(), HeadError> {
 /// HTTP/1.1, less the connection's own fields).
 pub fn response(head: &ResponseHead, date: &str) -> http::Response<()> {
     let mut fields = http::HeaderMap::with_capacity(head.headers.len() + 4);
-    let mut add = |name: &str, value: &[u8]| {
-        if is_connection_specific(name) {
-            return;
-        }
-        match (
-            http::HeaderName::from_bytes(name.as_bytes()),
-            http::HeaderValue::from_bytes(value),
-        ) {
-            (Ok(n), Ok(v)) => {
-                fields.append(n, v);
-            }
-            _ => tracing::debug!(name, "a response field h2 cannot carry was left out"),
-        }
-    };
-    add("server", b"reliw");
-    add("date", date.as_bytes());
+    append(&mut fields, "server", b"reliw");
+    append(&mut fields, "date", date.as_bytes());
     for (name, value) in &head.headers {
-        add(name, value.as_str().as_bytes());
+        append(&mut fields, name, value.as_str().as_bytes());
     }
     for (name, value) in &head.named_headers {
-        add(name, value.as_bytes());
+        append(&mut fields, name, value.as_bytes());
     }
-    let mut out = http::Response::new(());
     if !head.status.has_no_body() {
         let mut n = Vec::with_capacity(20);
         super::response::push_decimal(&mut n, head.content_length);
@@ -185,6 +161,7 @@ pub fn response(head: &ResponseHead, date: &str) -> http::Response<()> {
             fields.insert(http::header::CONTENT_LENGTH, v);
         }
     }
+    let mut out = http::Response::new(());
     *out.status_mut() =
         http::StatusCode::from_u16(head.status.code()).unwrap_or(http::StatusCode::BAD_GATEWAY);
     *out.headers_mut() = fields;
@@ -202,19 +179,27 @@ pub fn response_from_http1(bytes: &[u8]) -> Option<http::Response<()>> {
     }
     let mut out = http::Response::new(());
     *out.status_mut() = http::StatusCode::from_u16(parsed.code?).ok()?;
-    let fields = out.headers_mut();
     for h in parsed.headers.iter() {
-        if is_connection_specific(h.name) {
-            continue;
-        }
-        if let (Ok(n), Ok(v)) = (
-            http::HeaderName::from_bytes(h.name.as_bytes()),
-            http::HeaderValue::from_bytes(h.value),
-        ) {
-            fields.append(n, v);
-        }
+        append(out.headers_mut(), h.name, h.value);
     }
     Some(out)
+}
+
+/// Adds a response field, unless it is connection-specific or one h2
+/// cannot carry (then it is left out, and logged).
+fn append(fields: &mut http::HeaderMap, name: &str, value: &[u8]) {
+    if is_connection_specific(name) {
+        return;
+    }
+    match (
+        http::HeaderName::from_bytes(name.as_bytes()),
+        http::HeaderValue::from_bytes(value),
+    ) {
+        (Ok(n), Ok(v)) => {
+            fields.append(n, v);
+        }
+        _ => tracing::debug!(name, "a response field h2 cannot carry was left out"),
+    }
 }
 
 #[cfg(test)]

@@ -400,16 +400,7 @@ fn validate(
                 close |= headers::has_token(value, "close");
                 keep_alive_token |= headers::has_token(value, "keep-alive");
             }
-            "expect" => {
-                if value.eq_ignore_ascii_case(b"100-continue") {
-                    expect_continue = true;
-                } else {
-                    return Err(HeadError {
-                        status: Status::EXPECTATION_FAILED,
-                        reason: "unsupported expectation",
-                    });
-                }
-            }
+            "expect" => expect_continue = expectation(value)?,
             _ => {}
         }
     }
@@ -453,6 +444,18 @@ fn validate(
         keep_alive,
         expect_continue,
     })
+}
+
+/// `Expect`: only `100-continue` is met (then `true`); anything else 417.
+pub(super) fn expectation(value: &[u8]) -> Result<bool, HeadError> {
+    if value.eq_ignore_ascii_case(b"100-continue") {
+        Ok(true)
+    } else {
+        Err(HeadError {
+            status: Status::EXPECTATION_FAILED,
+            reason: "unsupported expectation",
+        })
+    }
 }
 
 fn authority_of(target: &str) -> Option<&str> {

@@ -151,20 +151,12 @@ pub(crate) async fn forward<T: Transport, U: Connect>(
 
     let p = &config.proxy;
     let status = Status::from_code(response.status);
-    let (coding, vary_encoding) = body_coding(req, &response, config);
     let head_request = req.method == Method::Head;
-    // A HEAD gets the head its GET would, and no encoder (no body).
-    let encoder = match coding {
-        Some(c) if !head_request => match StreamEncoder::new(c, &config.compression) {
-            Ok(e) => Some(e),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot make an encoder; relaying as it is");
-                None
-            }
-        },
-        _ => None,
-    };
-    let coding = coding.filter(|_| head_request || encoder.is_some());
+    let Encoding {
+        coding,
+        encoder,
+        vary_encoding,
+    } = encoding(req, &response, config);
     let framing = match coding {
         Some(_) if head_request => ClientFraming::None,
         // The encoded length is known only at the end.
@@ -323,12 +315,48 @@ pub(in crate::server) async fn acquire<U: Connect>(
     Ok((conn, false))
 }
 
+/// How an upstream's body is encoded on its way to the client.
+pub(in crate::server) struct Encoding {
+    /// The coding the client gets (a HEAD: the one its GET would get).
+    pub(in crate::server) coding: Option<Coding>,
+    /// `None` for a HEAD (no body) or when no encoding happens.
+    pub(in crate::server) encoder: Option<StreamEncoder>,
+    /// The answer varies by `Accept-Encoding` here.
+    pub(in crate::server) vary_encoding: bool,
+}
+
+/// [`body_coding`] with its encoder made; an encoder that cannot be made
+/// means the body is relayed as it is.
+pub(in crate::server) fn encoding(
+    req: &RequestHead,
+    response: &UpstreamHead,
+    config: &Config,
+) -> Encoding {
+    let (coding, vary_encoding) = body_coding(req, response, config);
+    let head_request = req.method == Method::Head;
+    let encoder = match coding {
+        Some(c) if !head_request => match StreamEncoder::new(c, &config.compression) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot make an encoder; relaying as it is");
+                None
+            }
+        },
+        _ => None,
+    };
+    Encoding {
+        coding: coding.filter(|_| head_request || encoder.is_some()),
+        encoder,
+        vary_encoding,
+    }
+}
+
 /// Whether we encode the upstream's body on its way, and with what; and
 /// whether the answer varies by `Accept-Encoding` here. An upstream that
 /// encodes (or marks `no-transform`) is relayed as it is; a client that
 /// refuses identity and all we offer gets identity all the same (the
 /// upstream chose the representation). A HEAD is judged as its GET.
-pub(in crate::server) fn body_coding(
+fn body_coding(
     req: &RequestHead,
     response: &UpstreamHead,
     config: &Config,

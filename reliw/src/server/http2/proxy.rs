@@ -98,18 +98,11 @@ pub(super) async fn forward<U: Connect>(
     };
     let (mut up, guard, response, mut rest) = answered;
     let head_request = req.method == Method::Head;
-    let (coding, vary_encoding) = forward::body_coding(req, &response, config);
-    let encoder = match coding {
-        Some(c) if !head_request => match StreamEncoder::new(c, &config.compression) {
-            Ok(e) => Some(e),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot make an encoder; relaying as it is");
-                None
-            }
-        },
-        _ => None,
-    };
-    let coding = coding.filter(|_| head_request || encoder.is_some());
+    let forward::Encoding {
+        coding,
+        encoder,
+        vary_encoding,
+    } = forward::encoding(req, &response, config);
     let framing = match (coding, response.framing) {
         (_, ResponseFraming::None) => ClientFraming::None,
         (None, ResponseFraming::Length(n)) => ClientFraming::Length(n),
