@@ -2,13 +2,14 @@
 //! real redis-server (started here on a free port) and from the embedded
 //! memory store loaded from a site file. One behavioural suite runs
 //! against both, and over HTTP/2 as well as HTTP/1.1; what only Redis can
-//! show (FILES writes, the control channel, outages, SCAN bounds) follows.
+//! show (FILES writes, the control channel, outages, SCAN bounds) follows,
+//! and the whole suite again on a real Redis Cluster with a failover.
 #![allow(clippy::unwrap_used)]
 
 use std::cell::Cell;
 use std::time::Duration;
 
-use reliw_tests::redis::RedisServer;
+use reliw_tests::redis::{RedisCluster, RedisServer};
 use reliw_tests::server::{Client, Response, Server, Site};
 use reliw_tests::wait_until;
 use serde_json::{Value, json};
@@ -428,6 +429,143 @@ fn the_pipeline_on_redis() {
     assert!((3000..=3600).contains(&ttl), "{ttl}");
     let title: Option<String> = redis.cmd(&["HGET", "RLW:FILES:site.test:index.md", "title"]);
     assert_eq!(title.as_deref(), Some("Home Page"));
+}
+
+#[test]
+fn the_pipeline_on_redis_cluster_and_its_failover() {
+    let site = site_files();
+    let mut cluster = RedisCluster::start();
+    cluster.load(&site_data());
+    // Scraped below: a host whose counters are on another primary, found
+    // only by a SCAN of every primary.
+    for i in 0..20 {
+        redis::cmd("HSET")
+            .arg(format!("RLW:METRICS:c{i:02}.test:total"))
+            .arg("200")
+            .arg(1)
+            .exec(&mut cluster.client())
+            .unwrap();
+    }
+    let server = Server::start(
+        &site,
+        json!({
+            "store": {"backend": "redis"},
+            // Long: only the control channel or a failover makes changes show.
+            "site_cache_ttl_ms": 600_000,
+            "redis": {"timeout": 1.0, "cluster": {"nodes": cluster.addresses()}},
+            "metrics": {"port": 0, "flush_ms": 100},
+        }),
+        &[],
+    );
+    // The subscriber takes the first node.
+    let subscribed = wait_until(Duration::from_secs(10), || {
+        let (_, n): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg("RLW:CTL")
+            .query(&mut cluster.nodes[0].db0())
+            .unwrap();
+        n > 0
+    });
+    assert!(subscribed, "{}", server.log());
+    std::thread::sleep(Duration::from_millis(50));
+    behaves_like_reliw(&server);
+
+    // FILES records and metrics land in whichever slot their key has.
+    let mut con = cluster.client();
+    let size: Option<String> = redis::cmd("HGET")
+        .arg("RLW:FILES:site.test:/static/site.css")
+        .arg("size")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(size.as_deref(), Some("20"));
+    let counted = wait_until(Duration::from_secs(5), || {
+        let n: Option<i64> = redis::cmd("HGET")
+            .arg("RLW:METRICS:site.test:by_method")
+            .arg("GET")
+            .query(&mut con)
+            .unwrap();
+        n.unwrap_or(0) > 10
+    });
+    assert!(
+        counted,
+        "metrics never reached the cluster: {}",
+        server.log()
+    );
+    let fleet = scrape(&server).text();
+    let hosts = fleet
+        .lines()
+        .filter(|l| l.starts_with("http_requests_total{") && l.contains(".test"))
+        .count();
+    assert!(hosts >= 21, "SCAN missed primaries: {hosts} hosts\n{fleet}");
+
+    // A flush published on another node reaches the subscriber.
+    let mut routes = site_data()["RLW:API:site.test"].clone();
+    routes
+        .as_array_mut()
+        .unwrap()
+        .insert(0, json!(["/fresh", "pages", true]));
+    redis::cmd("SET")
+        .arg("RLW:API:site.test")
+        .arg(routes.to_string())
+        .exec(&mut con)
+        .unwrap();
+    site.file("site.test/fresh.md", b"# Fresh\n");
+    assert_eq!(get(&server, "/fresh").status, 404, "cached for ten minutes");
+    redis::cmd("PUBLISH")
+        .arg("RLW:CTL")
+        .arg("flush site.test")
+        .exec(&mut cluster.nodes[4].db0())
+        .unwrap();
+    let flushed = wait_until(Duration::from_secs(5), || {
+        get(&server, "/fresh").status == 200
+    });
+    assert!(flushed, "{}", server.log());
+
+    // The primary holding the routes dies; its replica takes over. The
+    // probe is a token whose key lives on that primary too.
+    let port = cluster.primary_port("RLW:API:site.test");
+    let token = (0..)
+        .map(|i| format!("after-failover-{i}"))
+        .find(|t| {
+            cluster.primary_port(&format!(
+                "RLW:DATA:site.test:.well-known/acme-challenge/{t}"
+            )) == port
+        })
+        .unwrap();
+    let probe = format!("RLW:DATA:site.test:.well-known/acme-challenge/{token}");
+    let killed = std::time::Instant::now();
+    cluster.kill(port);
+    let mut failures = 0;
+    let promoted = wait_until(Duration::from_secs(30), || {
+        // Meanwhile the cached page keeps being served.
+        if get(&server, "/about").status != 200 {
+            failures += 1;
+        }
+        cluster
+            .try_client()
+            .and_then(|mut con| {
+                redis::cmd("SET")
+                    .arg(&probe)
+                    .arg("written after the failover")
+                    .exec(&mut con)
+            })
+            .is_ok()
+    });
+    assert!(promoted, "the cluster never promoted a replica");
+    assert_eq!(failures, 0, "a cached page failed: {}", server.log());
+    let followed = wait_until(Duration::from_secs(20), || {
+        get(&server, &format!("/.well-known/acme-challenge/{token}")).text()
+            == "written after the failover"
+    });
+    assert!(
+        followed,
+        "reliw never read the new primary: {}",
+        server.log()
+    );
+    println!(
+        "cluster failover: primary killed to its data served again in {:?}",
+        killed.elapsed()
+    );
 }
 
 #[test]

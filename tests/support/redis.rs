@@ -78,6 +78,12 @@ impl RedisServer {
         serde_json::json!({"host": "127.0.0.1", "port": self.port, "db": 13, "timeout": 1.0})
     }
 
+    /// A synchronous connection to db 0 (a cluster node's only one).
+    pub fn db0(&self) -> redis::Connection {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}", self.port)).unwrap();
+        client.get_connection().unwrap()
+    }
+
     /// A synchronous connection to db 13.
     pub fn client(&self) -> redis::Connection {
         let client = redis::Client::open(format!("redis://127.0.0.1:{}/13", self.port)).unwrap();
@@ -88,24 +94,8 @@ impl RedisServer {
     /// keys, strings (JSON text for arrays and objects) for the rest.
     pub fn load(&self, data: &serde_json::Value) {
         let mut con = self.client();
-        for (key, value) in data.as_object().unwrap() {
-            let bare = key.split_once(':').map_or(key.as_str(), |(_, b)| b);
-            if reliw::store::is_hash_key(bare) {
-                for (field, v) in value.as_object().unwrap() {
-                    redis::cmd("HSET")
-                        .arg(key)
-                        .arg(field)
-                        .arg(text(v))
-                        .exec(&mut con)
-                        .unwrap();
-                }
-            } else {
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(text(value))
-                    .exec(&mut con)
-                    .unwrap();
-            }
+        for cmd in provisioning(data) {
+            cmd.exec(&mut con).unwrap();
         }
     }
 
@@ -127,6 +117,28 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The commands that write site data in the site-file format: hashes for
+/// RELIW's hash keys, strings (JSON text for arrays and objects) for the
+/// rest.
+fn provisioning(data: &serde_json::Value) -> Vec<redis::Cmd> {
+    let mut cmds = Vec::new();
+    for (key, value) in data.as_object().unwrap() {
+        let bare = key.split_once(':').map_or(key.as_str(), |(_, b)| b);
+        if reliw::store::is_hash_key(bare) {
+            for (field, v) in value.as_object().unwrap() {
+                let mut cmd = redis::cmd("HSET");
+                cmd.arg(key).arg(field).arg(text(v));
+                cmds.push(cmd);
+            }
+        } else {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(key).arg(text(value));
+            cmds.push(cmd);
+        }
+    }
+    cmds
+}
+
 fn text(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::String(s) => s.clone(),
@@ -137,5 +149,146 @@ fn text(v: &serde_json::Value) -> String {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A Redis Cluster of three primaries and three replicas on free loopback
+/// ports, made with `redis-cli --cluster create`; every server killed on
+/// drop.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("reliw-cluster-{}", free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let nodes: Vec<RedisServer> = (0..6)
+            .map(|_| {
+                let port = free_port();
+                let conf = dir.join(format!("nodes-{port}.conf"));
+                RedisServer::start_with(
+                    port,
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        conf.to_str().unwrap(),
+                        "--cluster-node-timeout",
+                        "1000",
+                        // A replica may take over however long ago it
+                        // last heard its primary, and syncs at once.
+                        "--cluster-replica-validity-factor",
+                        "0",
+                        "--repl-diskless-sync-delay",
+                        "0",
+                    ],
+                )
+            })
+            .collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("redis-cli (installed by cargo xtask setup) runs");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let cluster = Self { nodes };
+        let ready = crate::wait_until(Duration::from_secs(30), || {
+            cluster.nodes.iter().all(|n| {
+                let info: Option<String> =
+                    redis::cmd("CLUSTER").arg("INFO").query(&mut n.db0()).ok();
+                info.is_some_and(|i| i.contains("cluster_state:ok"))
+            })
+        });
+        assert!(ready, "the cluster never reached cluster_state:ok");
+        // A replica that has not synced yet cannot take over.
+        let synced = crate::wait_until(Duration::from_secs(30), || {
+            cluster.nodes.iter().all(|n| {
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query(&mut n.db0())
+                    .unwrap_or_default();
+                info.contains("role:master") || info.contains("master_link_status:up")
+            })
+        });
+        assert!(synced, "the replicas never synced");
+        cluster
+    }
+
+    /// Seed addresses for `redis.cluster.nodes`.
+    pub fn addresses(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect()
+    }
+
+    /// A cluster client that follows redirections, for provisioning
+    /// (seeded with the servers still running).
+    pub fn client(&self) -> redis::cluster::ClusterConnection {
+        self.try_client().unwrap()
+    }
+
+    /// As [`RedisCluster::client`], for a cluster that may be failing over.
+    pub fn try_client(&self) -> redis::RedisResult<redis::cluster::ClusterConnection> {
+        let seeds: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| format!("redis://127.0.0.1:{}", n.port))
+            .collect();
+        redis::cluster::ClusterClient::new(seeds)?.get_connection()
+    }
+
+    /// Site data in the site-file format, as [`RedisServer::load`].
+    pub fn load(&self, data: &serde_json::Value) {
+        let mut con = self.client();
+        for cmd in provisioning(data) {
+            cmd.exec(&mut con).unwrap();
+        }
+    }
+
+    /// The port of the server that holds `key`'s slot as primary now.
+    pub fn primary_port(&self, key: &str) -> u16 {
+        let mut con = self.client();
+        let slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut con)
+            .unwrap();
+        let shards: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query(&mut con).unwrap();
+        let int = |v: &redis::Value| match v {
+            redis::Value::Int(i) => Some(*i),
+            _ => None,
+        };
+        let port = shards.iter().find_map(|shard| {
+            let redis::Value::Array(parts) = shard else {
+                return None;
+            };
+            let (from, to) = (int(&parts[0])?, int(&parts[1])?);
+            let redis::Value::Array(primary) = &parts[2] else {
+                return None;
+            };
+            (from..=to).contains(&slot).then(|| int(&primary[1]))?
+        });
+        u16::try_from(port.expect("every slot is served")).unwrap()
+    }
+
+    /// Kills the server on `port`.
+    pub fn kill(&mut self, port: u16) {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .unwrap()
+            .kill();
     }
 }

@@ -234,8 +234,8 @@ impl Default for LuaSection {
     }
 }
 
-/// A sentinel's `host:port` (IPv6 in brackets), split.
-pub fn sentinel_address(a: &str) -> Option<(String, u16)> {
+/// A sentinel's or cluster node's `host:port` (IPv6 in brackets), split.
+pub fn node_address(a: &str) -> Option<(String, u16)> {
     let (host, port) = a.rsplit_once(':')?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let port = port.parse().ok().filter(|p| *p != 0)?;
@@ -509,6 +509,16 @@ pub struct RedisConfig {
     /// Find the master through Redis Sentinel (and follow its failovers)
     /// instead of `host`/`port`.
     pub sentinel: Option<SentinelConfig>,
+    /// A Redis Cluster, found from these nodes, instead of `host`/`port`.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// Redis Cluster: nodes to learn the cluster's layout from.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ClusterConfig {
+    /// Nodes as `host:port`; any reachable one is enough, so name several.
+    pub nodes: Vec<String>,
 }
 
 /// Redis Sentinel: which master, and where the sentinels are.
@@ -548,6 +558,7 @@ impl Default for RedisConfig {
             tls: RedisTls::default(),
             auth: None,
             sentinel: None,
+            cluster: None,
         }
     }
 }
@@ -790,9 +801,10 @@ const COMPRESSION_KEYS: &[&str] = &[
 ];
 const LUA_KEYS: &[&str] = &["memory_limit", "time_limit_ms", "max_body_size"];
 const REDIS_KEYS: &[&str] = &[
-    "host", "port", "db", "prefix", "timeout", "ssl", "tls", "auth", "sentinel",
+    "host", "port", "db", "prefix", "timeout", "ssl", "tls", "auth", "sentinel", "cluster",
 ];
 const REDIS_SENTINEL_KEYS: &[&str] = &["master", "addresses", "auth"];
+const REDIS_CLUSTER_KEYS: &[&str] = &["nodes"];
 const REDIS_TLS_KEYS: &[&str] = &["ca_file", "cert_file", "key_file"];
 const METRICS_KEYS: &[&str] = &[
     "ip",
@@ -911,7 +923,11 @@ impl Config {
                 check_keys(section, obj, keys, &mut warnings)?;
             }
         }
-        for (key, keys) in [("tls", REDIS_TLS_KEYS), ("sentinel", REDIS_SENTINEL_KEYS)] {
+        for (key, keys) in [
+            ("tls", REDIS_TLS_KEYS),
+            ("sentinel", REDIS_SENTINEL_KEYS),
+            ("cluster", REDIS_CLUSTER_KEYS),
+        ] {
             if let Some(Value::Object(redis)) = top.get("redis")
                 && let Some(Value::Object(obj)) = redis.get(key)
             {
@@ -996,9 +1012,36 @@ impl Config {
             ));
         }
         for a in &s.addresses {
-            if sentinel_address(a).is_none() {
+            if node_address(a).is_none() {
                 return Err(invalid(
                     "redis.sentinel.addresses",
+                    format!("{a:?} is not host:port"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let Some(c) = &self.redis.cluster else {
+            return Ok(());
+        };
+        if self.redis.sentinel.is_some() {
+            return Err(invalid(
+                "redis.cluster",
+                "cannot be used with redis.sentinel (a cluster fails over by itself)",
+            ));
+        }
+        if c.nodes.is_empty() {
+            return Err(invalid(
+                "redis.cluster.nodes",
+                "must list at least one node",
+            ));
+        }
+        for a in &c.nodes {
+            if node_address(a).is_none() {
+                return Err(invalid(
+                    "redis.cluster.nodes",
                     format!("{a:?} is not host:port"),
                 ));
             }
@@ -1136,6 +1179,7 @@ impl Config {
         self.validate_http2()?;
         self.validate_redis_tls()?;
         self.validate_sentinel()?;
+        self.validate_cluster()?;
         let l = &self.lua;
         if !(1 << 20..=4 << 30).contains(&l.memory_limit) {
             return Err(invalid(
@@ -1530,6 +1574,41 @@ mod tests {
                 .map(|e| e.to_string())
                 .unwrap_or_default();
             assert!(e.contains(key) && e.contains("expected"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn redis_cluster_settings_are_checked() {
+        let (c, _) = Config::parse(
+            r#"{"redis": {"cluster": {"nodes": ["10.0.0.1:7000", "[fd00::1]:7001"]}}}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let nodes = &c.redis.cluster.as_ref().map(|c| c.nodes.len());
+        assert_eq!(*nodes, Some(2));
+        for (bad, key, says) in [
+            (
+                r#"{"redis": {"cluster": {"nodes": []}}}"#,
+                "redis.cluster.nodes",
+                "at least one",
+            ),
+            (
+                r#"{"redis": {"cluster": {"nodes": ["nohost"]}}}"#,
+                "redis.cluster.nodes",
+                "host:port",
+            ),
+            (
+                r#"{"redis": {"cluster": {"nodes": ["a:1"]}, "sentinel": {"master": "m", "addresses": ["b:2"]}}}"#,
+                "redis.cluster",
+                "sentinel",
+            ),
+            (
+                r#"{"redis": {"cluster": {"node": ["a:1"]}}}"#,
+                "redis.cluster.node",
+                "unknown",
+            ),
+        ] {
+            let e = err(bad);
+            assert!(e.contains(key) && e.contains(says), "{bad}: {e}");
         }
     }
 

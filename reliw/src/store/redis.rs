@@ -9,6 +9,14 @@
 //! connection failure or a `READONLY` answer (the old master, demoted)
 //! drops it, so the next call asks the sentinels again and follows a
 //! failover by itself.
+//!
+//! With `redis.cluster`, the `redis` crate's cluster client routes each
+//! command to the primary of its key's slot and follows MOVED, ASK and
+//! failovers itself. RELIW's key schema is kept as it is (no hash tags):
+//! every multi-command pipeline touches one key, and the metrics batch,
+//! whose keys are spread over slots, goes as concurrent commands instead.
+//! SCAN walks every primary with its own cursor. A cluster has only db 0,
+//! so `redis.db` is not used there.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +24,8 @@ use std::time::{Duration, Instant};
 
 use redis::AsyncConnectionConfig;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{IntoConnectionInfo, RedisError};
 use rustls::pki_types::pem::PemObject as _;
@@ -39,6 +49,24 @@ enum Link {
     Direct(ConnectionManager),
     /// The master the sentinels name.
     Sentinel(Failover),
+    /// A Redis Cluster: connected on first use (and again after a failed
+    /// first connect), then kept; the crate follows the slots.
+    Cluster(Arc<Cluster>),
+}
+
+/// A cluster client and its connection, once made.
+struct Cluster {
+    client: redis::cluster::ClusterClient,
+    connection: tokio::sync::OnceCell<ClusterConnection>,
+}
+
+impl Cluster {
+    async fn connection(&self) -> redis::RedisResult<ClusterConnection> {
+        self.connection
+            .get_or_try_init(|| self.client.get_async_connection())
+            .await
+            .cloned()
+    }
 }
 
 /// The master as the sentinels name it, and the connection to it while
@@ -158,7 +186,12 @@ impl RedisStore {
     /// succeeds even while Redis is down. Must run inside a tokio runtime.
     pub fn new(config: &RedisConfig) -> Result<Self, StoreError> {
         let timeout = Duration::from_secs_f64(config.timeout);
-        let link = if config.sentinel.is_some() {
+        let link = if config.cluster.is_some() {
+            Link::Cluster(Arc::new(Cluster {
+                client: cluster_client(config)?,
+                connection: tokio::sync::OnceCell::new(),
+            }))
+        } else if config.sentinel.is_some() {
             Link::Sentinel(Failover {
                 sentinels: Arc::new(tokio::sync::Mutex::new(sentinel_client(config)?)),
                 master: Arc::new(std::sync::Mutex::new(None)),
@@ -213,7 +246,99 @@ impl RedisStore {
                 })
                 .await
             }
+            Link::Cluster(cluster) => {
+                self.guarded(async {
+                    let mut con = cluster.connection().await?;
+                    query.on(&mut con).await
+                })
+                .await
+            }
         }
+    }
+
+    /// HINCRBYs over a cluster: one command each, all at once (their keys
+    /// are in different slots, which a pipeline may not span).
+    async fn hincr_spread(
+        &self,
+        cluster: &Cluster,
+        increments: &[(String, String, i64)],
+    ) -> Result<Vec<i64>, StoreError> {
+        self.guarded(async {
+            let con = cluster.connection().await?;
+            let calls = increments.iter().map(|(key, field, by)| {
+                let mut con = con.clone();
+                async move {
+                    redis::cmd("HINCRBY")
+                        .arg(key)
+                        .arg(field)
+                        .arg(*by)
+                        .query_async::<i64>(&mut con)
+                        .await
+                }
+            });
+            futures_util::future::try_join_all(calls).await
+        })
+        .await
+    }
+
+    /// SCAN over a cluster: every primary in turn, each with its own
+    /// cursor (a cursor means nothing to another node).
+    async fn scan_cluster(
+        &self,
+        cluster: &Cluster,
+        pattern: &str,
+        count: u32,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let primaries: redis::Value = self
+            .guarded(async {
+                let mut con = cluster.connection().await?;
+                con.route_command(
+                    redis::cmd("PING"),
+                    RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None)),
+                )
+                .await
+            })
+            .await?;
+        let redis::Value::Map(primaries) = primaries else {
+            return Err(StoreError::Backend(String::from(
+                "the cluster did not list its primaries",
+            )));
+        };
+        let mut keys = Vec::new();
+        for (address, _) in primaries {
+            let address: String =
+                redis::from_redis_value(address).map_err(|e| StoreError::Backend(e.to_string()))?;
+            let Some((host, port)) = crate::config::node_address(&address) else {
+                continue;
+            };
+            let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+            let mut cursor: u64 = 0;
+            loop {
+                let mut cmd = redis::cmd("SCAN");
+                cmd.arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(count);
+                let reply = self
+                    .guarded(async {
+                        let mut con = cluster.connection().await?;
+                        con.route_command(cmd, route.clone()).await
+                    })
+                    .await?;
+                let (next, batch): (u64, Vec<String>) = redis::from_redis_value(reply)
+                    .map_err(|e| StoreError::Backend(e.to_string()))?;
+                if take(&mut keys, batch, limit) || next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            if keys.len() >= limit {
+                break;
+            }
+        }
+        Ok(keys)
     }
 
     /// A call with the timeout and the breaker around it.
@@ -250,6 +375,9 @@ impl RedisStore {
 /// cannot work (a certificate file without a certificate, say) stops
 /// start-up.
 pub fn check(config: &RedisConfig) -> Result<(), StoreError> {
+    if config.cluster.is_some() {
+        return cluster_client(config).map(drop);
+    }
     match config.sentinel {
         Some(_) => sentinel_client(config).map(drop),
         None => client(config).map(drop),
@@ -303,7 +431,7 @@ fn sentinel_client(config: &RedisConfig) -> Result<SentinelClient, StoreError> {
     let addresses = s
         .addresses
         .iter()
-        .filter_map(|a| crate::config::sentinel_address(a))
+        .filter_map(|a| crate::config::node_address(a))
         .map(|(host, port)| redis::ConnectionAddr::Tcp(host, port));
     let mut builder = SentinelClientBuilder::new(addresses, &s.master, SentinelServerType::Master)
         .map_err(|e| StoreError::Backend(format!("redis.sentinel: {e}")))?
@@ -334,9 +462,70 @@ fn sentinel_client(config: &RedisConfig) -> Result<SentinelClient, StoreError> {
         .map_err(|e| StoreError::Backend(format!("redis.sentinel: {e}")))
 }
 
-/// A client for the master: `host`:`port`, or whichever server the
-/// sentinels name now (for connections of their own, like pub/sub).
-pub async fn master_client(config: &RedisConfig) -> Result<redis::Client, StoreError> {
+/// A cluster client for `config.cluster` (no connection yet): the nodes
+/// with `redis.auth`, and TLS with `redis.tls` under `redis.ssl`. Retries
+/// are short and few: a call must end within `redis.timeout` anyway.
+fn cluster_client(config: &RedisConfig) -> Result<redis::cluster::ClusterClient, StoreError> {
+    let Some(c) = &config.cluster else {
+        return Err(StoreError::Backend(String::from(
+            "redis.cluster is not set",
+        )));
+    };
+    let timeout = Duration::from_secs_f64(config.timeout);
+    let nodes = c
+        .nodes
+        .iter()
+        .filter_map(|a| crate::config::node_address(a));
+    let mut builder = redis::cluster::ClusterClientBuilder::new(nodes)
+        .connection_timeout(timeout)
+        .response_timeout(timeout)
+        .retries(3)
+        .min_retry_wait(50)
+        .max_retry_wait(500);
+    if let Some(auth) = &config.auth {
+        if let Some(user) = &auth.user {
+            builder = builder.username(user.clone());
+        }
+        if let Some(pass) = &auth.pass {
+            builder = builder.password(pass.clone());
+        }
+    }
+    if config.ssl {
+        builder = builder.certs(certificates(config)?);
+    }
+    builder
+        .build()
+        .map_err(|e| StoreError::Backend(format!("redis.cluster: {e}")))
+}
+
+/// A client for connections of their own, like pub/sub: `host`:`port`;
+/// with Sentinel, whichever server the sentinels name master now; in a
+/// cluster, node `attempt` of `redis.cluster.nodes` (round robin), since
+/// a PUBLISH on any node reaches subscribers on every node.
+pub async fn subscription_client(
+    config: &RedisConfig,
+    attempt: usize,
+) -> Result<redis::Client, StoreError> {
+    if let Some(cluster) = &config.cluster {
+        let nodes: Vec<(String, u16)> = cluster
+            .nodes
+            .iter()
+            .filter_map(|a| crate::config::node_address(a))
+            .collect();
+        let Some((host, port)) = nodes.get(attempt % nodes.len().max(1)) else {
+            return Err(StoreError::Backend(String::from(
+                "redis.cluster.nodes is empty",
+            )));
+        };
+        let node = RedisConfig {
+            host: host.clone(),
+            port: *port,
+            db: 0,
+            cluster: None,
+            ..config.clone()
+        };
+        return client(&node);
+    }
     if config.sentinel.is_none() {
         return client(config);
     }
@@ -406,11 +595,28 @@ fn backend(e: RedisError) -> StoreError {
 /// Connection trouble is `Unavailable` (503, retried later); anything the
 /// server said is `Backend`.
 fn classify(e: RedisError) -> StoreError {
-    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+    use redis::ServerErrorKind::{ClusterDown, MasterDown, TryAgain};
+    let cluster_trouble = matches!(
+        e.kind(),
+        redis::ErrorKind::Server(ClusterDown | MasterDown | TryAgain)
+    );
+    if cluster_trouble
+        || e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+    {
         StoreError::Unavailable(e.to_string())
     } else {
         StoreError::Backend(e.to_string())
     }
+}
+
+/// Adds `batch` to `keys` up to `limit`: whether the limit was reached.
+fn take(keys: &mut Vec<String>, batch: Vec<String>, limit: usize) -> bool {
+    let room = limit.saturating_sub(keys.len());
+    keys.extend(batch.into_iter().take(room));
+    keys.len() >= limit
 }
 
 fn secs(d: Duration) -> i64 {
@@ -486,6 +692,9 @@ impl Store for RedisStore {
         if increments.is_empty() {
             return Ok(Vec::new());
         }
+        if let Link::Cluster(cluster) = &self.link {
+            return self.hincr_spread(cluster, increments).await;
+        }
         let mut pipe = redis::pipe();
         for (key, field, by) in increments {
             pipe.cmd("HINCRBY").arg(key).arg(field).arg(*by);
@@ -499,6 +708,9 @@ impl Store for RedisStore {
         count: u32,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
+        if let Link::Cluster(cluster) = &self.link {
+            return self.scan_cluster(cluster, pattern, count, limit).await;
+        }
         let mut keys = Vec::new();
         let mut cursor: u64 = 0;
         loop {
@@ -512,13 +724,7 @@ impl Store for RedisStore {
                         .arg(count),
                 )
                 .await?;
-            for key in batch {
-                if keys.len() >= limit {
-                    return Ok(keys);
-                }
-                keys.push(key);
-            }
-            if next == 0 {
+            if take(&mut keys, batch, limit) || next == 0 {
                 return Ok(keys);
             }
             cursor = next;

@@ -36,8 +36,10 @@ async fn subscribe_forever(
 ) {
     let mut backoff = Duration::from_millis(100);
     let mut warned = false;
+    // Which server to try (cluster nodes are tried in turn).
+    let mut attempt = 0;
     loop {
-        match session(config, channels, on_event).await {
+        match session(config, channels, on_event, attempt).await {
             Ok(()) => {
                 tracing::warn!(?channels, "redis subscription lost; resubscribing");
                 backoff = Duration::from_millis(100);
@@ -51,6 +53,7 @@ async fn subscribe_forever(
                 }
             }
         }
+        attempt = attempt.wrapping_add(1);
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
@@ -61,10 +64,11 @@ async fn session(
     config: &RedisConfig,
     channels: &[String],
     on_event: &mut impl FnMut(Event<'_>),
+    attempt: usize,
 ) -> Result<(), String> {
     let timeout = Duration::from_secs_f64(config.timeout);
     // With Sentinel: whichever server is master now.
-    let client = tokio::time::timeout(timeout, super::redis::master_client(config))
+    let client = tokio::time::timeout(timeout, super::redis::subscription_client(config, attempt))
         .await
         .map_err(|_| String::from("finding the master timed out"))?
         .map_err(|e| e.to_string())?;
