@@ -17,6 +17,7 @@
 // of 128 is too shallow to lay them out.
 #![recursion_limit = "256"]
 
+pub mod acme;
 pub mod auth;
 pub mod background;
 pub mod bans;

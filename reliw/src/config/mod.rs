@@ -637,9 +637,106 @@ pub struct SslConfig {
     /// TLS on `port` only, as RELIW.
     #[serde(default)]
     pub port: Option<u16>,
-    /// RELIW's ACME block: accepted, not run (certificates come from files).
+    /// Certificates issued by an ACME CA for the whole fleet (see
+    /// `crate::acme`); RELIW's own keys are read the same way.
     #[serde(default)]
-    pub acme: Option<serde_json::Value>,
+    pub acme: Option<AcmeConfig>,
+}
+
+/// `ssl.acme`: RELIW's keys (`account`, `certificates`, `providers`,
+/// `renew_time`) and reliw's (`directory` onwards).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct AcmeConfig {
+    /// The account's contact e-mail address.
+    pub account: Option<String>,
+    pub certificates: Vec<AcmeCertificate>,
+    /// RELIW's DNS provider settings: reliw runs `dns_hook` instead and
+    /// passes it the provider's name.
+    pub providers: Option<serde_json::Value>,
+    /// Seconds before expiry when a certificate is renewed (RELIW: 30 days).
+    pub renew_time: u64,
+    /// The CA's directory URL (RELIW: Let's Encrypt's production one).
+    pub directory: String,
+    /// A PEM CA the directory's HTTPS certificate chains to (a private or
+    /// test CA); unset: the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// The 32-byte key (64 hex digits) that encrypts private keys in the
+    /// store; required to run.
+    pub key_file: Option<PathBuf>,
+    /// For dns-01: a command run as `<hook> present|cleanup <domain>
+    /// <record name> <TXT value> <provider>`.
+    pub dns_hook: Option<PathBuf>,
+    /// Seconds to wait after the hook's `present` for DNS to propagate.
+    pub dns_wait: f64,
+    /// Seconds between looks at the stored certificates (pickup and
+    /// renewal); the same on every node.
+    pub check_interval: f64,
+}
+
+impl Default for AcmeConfig {
+    fn default() -> Self {
+        Self {
+            account: None,
+            certificates: Vec::new(),
+            providers: None,
+            renew_time: 30 * 86_400,
+            directory: String::from("https://acme-v02.api.letsencrypt.org/directory"),
+            ca_file: None,
+            key_file: None,
+            dns_hook: None,
+            dns_wait: 120.0,
+            check_interval: 60.0,
+        }
+    }
+}
+
+/// One certificate: its names (the first names it in the store) and how
+/// the CA checks them.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct AcmeCertificate {
+    pub names: Vec<String>,
+    /// `http-01` or `dns-01`; unset: `dns-01` when RELIW's `provider` is
+    /// given, else `http-01`.
+    pub challenge: Option<AcmeChallenge>,
+    /// RELIW's DNS provider name (given to `dns_hook`).
+    pub provider: Option<String>,
+}
+
+impl AcmeCertificate {
+    pub fn challenge(&self) -> AcmeChallenge {
+        match (self.challenge, &self.provider) {
+            (Some(c), _) => c,
+            (None, Some(_)) => AcmeChallenge::Dns01,
+            (None, None) => AcmeChallenge::Http01,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    #[serde(rename = "http-01")]
+    Http01,
+    #[serde(rename = "dns-01")]
+    Dns01,
+}
+
+impl AcmeConfig {
+    /// Why this block cannot run here, if it cannot (a copied RELIW block
+    /// without reliw's `key_file`, say): start-up warns and goes on with
+    /// file certificates.
+    pub fn not_run_because(&self, store: StoreBackend) -> Option<&'static str> {
+        if self.certificates.is_empty() {
+            Some("it names no certificates")
+        } else if self.key_file.is_none() {
+            Some("ssl.acme.key_file (the key that encrypts certificate keys in the store) is not set")
+        } else if store != StoreBackend::Redis {
+            Some("it needs store.backend redis (the fleet shares the lock and the certificates there)")
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -847,6 +944,18 @@ const PROXY_KEYS: &[&str] = &[
     "max_response_head",
 ];
 const SSL_KEYS: &[&str] = &["default", "hosts", "port", "acme"];
+const ACME_KEYS: &[&str] = &[
+    "account",
+    "certificates",
+    "providers",
+    "renew_time",
+    "directory",
+    "ca_file",
+    "key_file",
+    "dns_hook",
+    "dns_wait",
+    "check_interval",
+];
 
 const LOG_LEVELS: &[&str] = &["error", "warn", "info", "access", "debug", "trace", "off"];
 
@@ -934,6 +1043,11 @@ impl Config {
                 check_keys(&format!("redis.{key}"), obj, keys, &mut warnings)?;
             }
         }
+        if let Some(Value::Object(ssl)) = top.get("ssl")
+            && let Some(Value::Object(acme)) = ssl.get("acme")
+        {
+            check_keys("ssl.acme", acme, ACME_KEYS, &mut warnings)?;
+        }
         for (key, keys) in [
             ("rate_limit", SHIELD_RATE_LIMIT_KEYS),
             ("syn_cookies", SHIELD_SYN_COOKIES_KEYS),
@@ -985,9 +1099,11 @@ impl Config {
                 ));
             }
         }
-        if self.ssl.as_ref().is_some_and(|s| s.acme.is_some()) {
-            warnings.push(String::from(
-                "ssl.acme is accepted but not run: certificates come from ssl.default and ssl.hosts files",
+        if let Some(acme) = self.ssl.as_ref().and_then(|s| s.acme.as_ref())
+            && let Some(why) = acme.not_run_because(self.store.backend)
+        {
+            warnings.push(format!(
+                "ssl.acme is not run, {why}: certificates come from ssl.default and ssl.hosts files"
             ));
         }
         if let Some(limit) = self.requests_per_fork {
@@ -1044,6 +1160,61 @@ impl Config {
                     "redis.cluster.nodes",
                     format!("{a:?} is not host:port"),
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_acme(&self) -> Result<(), ConfigError> {
+        let Some(acme) = self.ssl.as_ref().and_then(|s| s.acme.as_ref()) else {
+            return Ok(());
+        };
+        if !(1.0..=86_400.0).contains(&acme.check_interval) {
+            return Err(invalid(
+                "ssl.acme.check_interval",
+                "must be between 1 and 86400 seconds",
+            ));
+        }
+        if !(0.0..=3_600.0).contains(&acme.dns_wait) {
+            return Err(invalid("ssl.acme.dns_wait", "must be 0 to 3600 seconds"));
+        }
+        if !acme.directory.starts_with("https://") {
+            return Err(invalid("ssl.acme.directory", "must be an https:// URL"));
+        }
+        for cert in &acme.certificates {
+            if cert.names.is_empty() {
+                return Err(invalid(
+                    "ssl.acme.certificates",
+                    "each certificate needs names",
+                ));
+            }
+            for name in &cert.names {
+                let bare = name.strip_prefix("*.").unwrap_or(name);
+                if bare.is_empty() || bare.contains(['*', '/', ':', ' ']) {
+                    return Err(invalid(
+                        "ssl.acme.certificates",
+                        format!("{name:?} is not a DNS name"),
+                    ));
+                }
+                if name.starts_with("*.") && cert.challenge() == AcmeChallenge::Http01 {
+                    return Err(invalid(
+                        "ssl.acme.certificates",
+                        format!("{name}: a wildcard needs the dns-01 challenge"),
+                    ));
+                }
+            }
+            if cert.challenge() == AcmeChallenge::Dns01 && acme.dns_hook.is_none() {
+                return Err(invalid(
+                    "ssl.acme.dns_hook",
+                    format!("is required for the dns-01 certificate {:?}", cert.names[0]),
+                ));
+            }
+        }
+        for (key, file) in [("ssl.acme.key_file", &acme.key_file), ("ssl.acme.ca_file", &acme.ca_file)] {
+            if let Some(path) = file
+                && !path.is_file()
+            {
+                return Err(invalid(key, format!("{} is not a file", path.display())));
             }
         }
         Ok(())
@@ -1180,6 +1351,7 @@ impl Config {
         self.validate_redis_tls()?;
         self.validate_sentinel()?;
         self.validate_cluster()?;
+        self.validate_acme()?;
         let l = &self.lua;
         if !(1 << 20..=4 << 30).contains(&l.memory_limit) {
             return Err(invalid(

@@ -130,6 +130,7 @@ impl Harness {
             node: Arc::clone(&node),
             bans,
             tls: RwLock::new(None),
+            acme: Arc::default(),
         });
         let worker = Rc::new(Worker::new(Arc::clone(&shared)));
         let (shutdown, _) = watch::channel(false);

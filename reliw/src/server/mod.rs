@@ -95,6 +95,9 @@ pub enum ServerError {
     /// section reliw cannot honour).
     #[error("{0}")]
     Store(#[from] crate::store::StoreSetupError),
+    /// `ssl.acme` cannot start (its key file).
+    #[error("{0}")]
+    Acme(#[from] crate::acme::AcmeError),
     /// Threads or signal handlers could not be set up.
     #[error("{what}: {source}")]
     Setup {
@@ -120,6 +123,8 @@ pub(crate) struct Shared {
     pub(crate) bans: Arc<Bans>,
     /// The TLS config new connections get (swapped on SIGHUP).
     tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
+    /// ACME certificates, kept across SIGHUP's new TLS configs.
+    acme: Arc<crate::acme::LiveCertificates>,
 }
 
 impl Shared {
@@ -201,8 +206,9 @@ pub fn run(config: Config, config_path: Option<PathBuf>, io: IoMode) -> Result<(
 
     // Certificates and listeners first: a bad certificate or a port in use
     // fails start-up before anything else.
+    let acme = Arc::new(crate::acme::LiveCertificates::default());
     let tls = match &config.ssl {
-        Some(ssl) => Some(tls::load(ssl, config.http2.enabled)?),
+        Some(ssl) => Some(tls::load(ssl, config.http2.enabled, &acme)?),
         None => None,
     };
     let mut per_worker: Vec<Vec<accept::Listening>> = (0..workers).map(|_| Vec::new()).collect();
@@ -304,6 +310,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, io: IoMode) -> Result<(
         })?;
     }
 
+    crate::acme::spawn(&config, &store, &acme)?;
     let shared = Arc::new(Shared {
         startup,
         config: RwLock::new(Arc::new(config)),
@@ -314,6 +321,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, io: IoMode) -> Result<(
         node,
         bans,
         tls: RwLock::new(tls),
+        acme,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut threads = Vec::with_capacity(workers);
@@ -458,7 +466,7 @@ fn reload_config(shared: &Shared, path: Option<&std::path::Path>) {
             let running_tls = shared.tls().is_some();
             let ssl = new.ssl.as_ref().filter(|_| running_tls);
             let h2 = new.http2.enabled;
-            let tls = match ssl.map(|s| tls::load(s, h2)).transpose() {
+            let tls = match ssl.map(|s| tls::load(s, h2, &shared.acme)).transpose() {
                 Ok(tls) => tls,
                 Err(e) => {
                     tracing::error!("SIGHUP: keeping the old certificates and the old config: {e}");

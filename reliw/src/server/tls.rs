@@ -9,7 +9,7 @@
 //! adapter, and is itself a [`Transport`] for the HTTP driver.
 //!
 //! Certificates: `ssl.default` and `ssl.hosts` chosen by SNI (unknown or
-//! no SNI: the default). TLS 1.2 and 1.3, ALPN `h2` (see `h2`) and `http/1.1`, session tickets
+//! no SNI: the default), and ACME-issued ones before both for their names. TLS 1.2 and 1.3, ALPN `h2` (see `h2`) and `http/1.1`, session tickets
 //! and a session cache for resumption. [`load`] builds a config from the
 //! files; SIGHUP swaps in a new one for new connections, keeping the old
 //! one when the new files are bad.
@@ -31,6 +31,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use super::transport::Transport;
+use crate::acme::LiveCertificates;
 use crate::config::{CertPair, SslConfig};
 
 /// Why certificates could not be loaded (names the file).
@@ -55,18 +56,26 @@ pub enum TlsError {
 /// Certificates by SNI name, with a default (none: a name without a
 /// certificate of its own fails the handshake, as RELIW without
 /// `ssl.default`).
+/// ACME certificates (`acme`, renewed in place) come before the files for
+/// their names.
 #[derive(Debug)]
 struct SniResolver {
     default: Option<Arc<CertifiedKey>>,
     hosts: HashMap<String, Arc<CertifiedKey>>,
+    acme: Arc<LiveCertificates>,
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let named = hello
-            .server_name()
-            .and_then(|name| self.hosts.get(&name.to_ascii_lowercase()));
-        named.or(self.default.as_ref()).cloned()
+        if let Some(name) = hello.server_name() {
+            if let Some(issued) = self.acme.find(name) {
+                return Some(issued);
+            }
+            if let Some(file) = self.hosts.get(&name.to_ascii_lowercase()) {
+                return Some(Arc::clone(file));
+            }
+        }
+        self.default.clone()
     }
 }
 
@@ -98,9 +107,14 @@ fn certified_key(
         .map_err(|e| key_err(e.to_string()))
 }
 
-/// Builds the server config from the `ssl` section; `h2`: offer HTTP/2
-/// in ALPN (preferred to HTTP/1.1 when the client offers both).
-pub fn load(ssl: &SslConfig, h2: bool) -> Result<Arc<ServerConfig>, TlsError> {
+/// Builds the server config from the `ssl` section and the ACME
+/// certificates of `acme`; `h2`: offer HTTP/2 in ALPN (preferred to
+/// HTTP/1.1 when the client offers both).
+pub fn load(
+    ssl: &SslConfig,
+    h2: bool,
+    acme: &Arc<LiveCertificates>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let default = match &ssl.default {
         Some(pair) => Some(certified_key("ssl.default", pair, &provider)?),
@@ -115,7 +129,11 @@ pub fn load(ssl: &SslConfig, h2: bool) -> Result<Arc<ServerConfig>, TlsError> {
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError::Setup(e.to_string()))?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SniResolver { default, hosts }));
+        .with_cert_resolver(Arc::new(SniResolver {
+            default,
+            hosts,
+            acme: Arc::clone(acme),
+        }));
     config.alpn_protocols = if h2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {

@@ -210,6 +210,35 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn set_nx_with_ttl(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut entries = self.lock();
+        if live(&mut entries, key).is_some() {
+            return Ok(false);
+        }
+        entries.insert(
+            key.to_owned(),
+            Entry {
+                data: Data::Text(value.to_vec()),
+                expires: Some(Instant::now() + ttl),
+            },
+        );
+        Ok(true)
+    }
+
+    async fn del_if(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+        let mut entries = self.lock();
+        let holds = matches!(live(&mut entries, key), Some(Entry { data: Data::Text(t), .. }) if t == value);
+        if holds {
+            entries.remove(key);
+        }
+        Ok(holds)
+    }
+
     async fn del(&self, key: &str) -> Result<bool, StoreError> {
         let mut entries = self.lock();
         let existed = live(&mut entries, key).is_some();

@@ -49,6 +49,13 @@ pub trait Store {
     ) -> Result<(), StoreError>;
     /// SET with an expiry.
     async fn set_with_ttl(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError>;
+    /// SET NX with an expiry (a lock): whether the key was free and now
+    /// holds `value`.
+    async fn set_nx_with_ttl(&self, key: &str, value: &[u8], ttl: Duration)
+    -> Result<bool, StoreError>;
+    /// DEL only while the key still holds `value`, in one step (a lock's
+    /// owner lets it go): whether it did.
+    async fn del_if(&self, key: &str, value: &[u8]) -> Result<bool, StoreError>;
     /// DEL; whether the key existed.
     async fn del(&self, key: &str) -> Result<bool, StoreError>;
     /// INCR, and EXPIRE when the counter was just created (a fixed window):
@@ -115,6 +122,17 @@ impl Store for Backend {
     }
     async fn set_with_ttl(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
         dispatch!(self, s => s.set_with_ttl(key, value, ttl).await)
+    }
+    async fn set_nx_with_ttl(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.set_nx_with_ttl(key, value, ttl).await)
+    }
+    async fn del_if(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.del_if(key, value).await)
     }
     async fn del(&self, key: &str) -> Result<bool, StoreError> {
         dispatch!(self, s => s.del(key).await)
@@ -203,6 +221,18 @@ impl Keys {
     /// `P:LIMITS:<host>:<method>:<path>:<ip>`: a rate-limit window.
     pub fn limits(&self, host: &str, method: &str, path: &str, ip: &str) -> String {
         format!("{}:LIMITS:{host}:{method}:{path}:{ip}", self.prefix)
+    }
+    /// `P:ACME:CERT:<first name>`: an issued chain and its sealed key.
+    pub fn acme_certificate(&self, name: &str) -> String {
+        format!("{}:ACME:CERT:{name}", self.prefix)
+    }
+    /// `P:ACME:LOCK:<first name>`: the node ordering that certificate.
+    pub fn acme_lock(&self, name: &str) -> String {
+        format!("{}:ACME:LOCK:{name}", self.prefix)
+    }
+    /// `P:ACME:ACCOUNT:<directory URL>`: the sealed account credentials.
+    pub fn acme_account(&self, directory: &str) -> String {
+        format!("{}:ACME:ACCOUNT:{directory}", self.prefix)
     }
     /// `P:METRICS:<host>:<kind>` (kind: total, by_method, by_request).
     pub fn metrics(&self, host: &str, kind: &str) -> String {

@@ -666,6 +666,35 @@ impl Store for RedisStore {
         .await
     }
 
+    async fn set_nx_with_ttl(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let set: Option<String> = self
+            .run(
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(secs(ttl)),
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
+    async fn del_if(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+        // One script, so the check and the DEL cannot straddle an expiry
+        // and another node's SET.
+        const SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+        let n: i64 = self
+            .run(redis::cmd("EVAL").arg(SCRIPT).arg(1).arg(key).arg(value))
+            .await?;
+        Ok(n > 0)
+    }
+
     async fn del(&self, key: &str) -> Result<bool, StoreError> {
         let n: i64 = self.run(redis::cmd("DEL").arg(key)).await?;
         Ok(n > 0)
