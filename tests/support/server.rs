@@ -96,9 +96,19 @@ impl Server {
             .as_object_mut()
             .unwrap();
         metrics.entry("port").or_insert(0.into());
-        let config_path = site.root.join("config.json");
+        // A second server on the same site gets files of its own (its log
+        // must not be cut short by the second start).
+        let (config_path, stderr_path) = (1..)
+            .map(|n| match n {
+                1 => (site.root.join("config.json"), site.root.join("stderr.log")),
+                n => (
+                    site.root.join(format!("config-{n}.json")),
+                    site.root.join(format!("stderr-{n}.log")),
+                ),
+            })
+            .find(|(_, log)| !log.exists())
+            .unwrap();
         std::fs::write(&config_path, config.to_string()).unwrap();
-        let stderr_path = site.root.join("stderr.log");
         let mut command = match wrapper.split_first() {
             Some((program, rest)) => {
                 let mut c = Command::new(program);

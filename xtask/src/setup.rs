@@ -10,8 +10,9 @@ use crate::run_checked;
 /// Debian packages: LLVM 22 for bpf-linker, redis-server for the store tests,
 /// nginx and wrk for benchmarks, iproute2 for the namespace tests, bpftool to
 /// inspect what is loaded, xdp-tools for the XDP benchmark, nginx's brotli
-/// module for the compression benchmark, h2load for the HTTP/2 benchmark.
-const APT_PACKAGES: [&str; 14] = [
+/// module for the compression benchmark, h2load for the HTTP/2 benchmark,
+/// pebble (and its DNS) and curl for the ACME tests.
+const APT_PACKAGES: [&str; 16] = [
     "llvm-22-dev",
     "libpolly-22-dev",
     "libzstd-dev",
@@ -31,6 +32,10 @@ const APT_PACKAGES: [&str; 14] = [
     "libnginx-mod-http-brotli-filter",
     // h2load, the HTTP/2 load generator (the nginx side speaks h2 too).
     "nghttp2-client",
+    // An ACME CA (pebble) and its test DNS (pebble-challtestsrv).
+    "pebble",
+    // The ACME test's dns-01 hook and its fetch of pebble's root.
+    "curl",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -38,6 +38,7 @@ use record::Record;
 use sealed::Sealer;
 
 use crate::config::{AcmeCertificate, AcmeConfig, Config};
+use crate::metrics::NodeMetrics;
 use crate::store::{Backend, Keys, Store as _, StoreSpec};
 
 /// How long a node may hold an order's lock: orders finish well within
@@ -57,7 +58,12 @@ pub enum AcmeError {
 
 /// Starts the manager thread when `ssl.acme` is set and can run (else
 /// start-up has warned why not): `true` when it runs.
-pub fn spawn(config: &Config, store: &StoreSpec, live: &Arc<LiveCertificates>) -> Result<bool, AcmeError> {
+pub fn spawn(
+    config: &Config,
+    store: &StoreSpec,
+    live: &Arc<LiveCertificates>,
+    metrics: &Arc<NodeMetrics>,
+) -> Result<bool, AcmeError> {
     let Some(acme) = config.ssl.as_ref().and_then(|s| s.acme.clone()) else {
         return Ok(false);
     };
@@ -65,13 +71,16 @@ pub fn spawn(config: &Config, store: &StoreSpec, live: &Arc<LiveCertificates>) -
         return Ok(false);
     }
     let path = acme.key_file.clone().unwrap_or_default();
-    let text = std::fs::read_to_string(&path).map_err(|e| AcmeError::Key(format!("{}: {e}", path.display())))?;
-    let sealer = Sealer::from_key_text(&text).map_err(|e| AcmeError::Key(format!("{}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| AcmeError::Key(format!("{}: {e}", path.display())))?;
+    let sealer = Sealer::from_key_text(&text)
+        .map_err(|e| AcmeError::Key(format!("{}: {e}", path.display())))?;
     let manager = Manager {
         acme,
         sealer,
         keys: Keys::new(&config.redis.prefix),
         live: Arc::clone(live),
+        metrics: Arc::clone(metrics),
         served: HashMap::new(),
         backoff: HashMap::new(),
         account: None,
@@ -93,6 +102,7 @@ struct Manager {
     sealer: Sealer,
     keys: Keys,
     live: Arc<LiveCertificates>,
+    metrics: Arc<NodeMetrics>,
     /// The chain served now, by record key (to install only changes).
     served: HashMap<String, String>,
     /// Failed orders by record key: how many, and when to try again.
@@ -102,7 +112,12 @@ struct Manager {
 
 impl Manager {
     async fn run(mut self, store: &Backend) {
-        let names: Vec<&str> = self.acme.certificates.iter().map(|c| c.names[0].as_str()).collect();
+        let names: Vec<&str> = self
+            .acme
+            .certificates
+            .iter()
+            .map(|c| c.names[0].as_str())
+            .collect();
         tracing::info!(certificates = ?names, directory = self.acme.directory, "acme: managing certificates");
         let interval = Duration::from_secs_f64(self.acme.check_interval);
         loop {
@@ -127,18 +142,31 @@ impl Manager {
             self.serve(&key, r);
         }
         let renew_before = i64::try_from(self.acme.renew_time).unwrap_or(i64::MAX);
-        if record.as_ref().is_some_and(|r| !r.is_due(unix_now(), renew_before, &cert.names)) {
+        if record
+            .as_ref()
+            .is_some_and(|r| !r.is_due(unix_now(), renew_before, &cert.names))
+        {
             return;
         }
-        if self.backoff.get(&key).is_some_and(|(_, at)| Instant::now() < *at) {
+        if self
+            .backoff
+            .get(&key)
+            .is_some_and(|(_, at)| Instant::now() < *at)
+        {
             return;
         }
         let lock = self.keys.acme_lock(&cert.names[0]);
         let token = format!("{}:{}", std::process::id(), unix_now_nanos());
-        match store.set_nx_with_ttl(&lock, token.as_bytes(), LOCK_TTL).await {
+        match store
+            .set_nx_with_ttl(&lock, token.as_bytes(), LOCK_TTL)
+            .await
+        {
             Ok(true) => {}
             Ok(false) => {
-                tracing::debug!(certificate = cert.names[0], "acme: another node is ordering");
+                tracing::debug!(
+                    certificate = cert.names[0],
+                    "acme: another node is ordering"
+                );
                 return;
             }
             Err(e) => {
@@ -159,6 +187,10 @@ impl Manager {
         }
         match result {
             Ok(record) => {
+                self.metrics
+                    .acme_orders
+                    .get_or_create(&[("result", "issued")])
+                    .inc();
                 self.backoff.remove(&key);
                 tracing::info!(
                     certificate = cert.names[0],
@@ -169,6 +201,10 @@ impl Manager {
                 self.serve(&key, &record);
             }
             Err(e) => {
+                self.metrics
+                    .acme_orders
+                    .get_or_create(&[("result", "failed")])
+                    .inc();
                 let failures = self.backoff.get(&key).map_or(0, |(n, _)| *n) + 1;
                 let wait = Duration::from_secs_f64(self.acme.check_interval)
                     .saturating_mul(1 << failures.min(16))
@@ -180,12 +216,25 @@ impl Manager {
     }
 
     /// Orders `cert` and stores it: the stored record.
-    async fn order(&mut self, store: &Backend, cert: &AcmeCertificate, key: &str) -> Result<Record, String> {
+    async fn order(
+        &mut self,
+        store: &Backend,
+        cert: &AcmeCertificate,
+        key: &str,
+    ) -> Result<Record, String> {
         let account = self.account(store).await?;
         let issued = order::issue(&account, cert, &self.acme, store, &self.keys).await?;
-        let record = Record::seal(issued.chain_pem, &issued.key_pem, &cert.names, &self.sealer, key)?;
+        let record = Record::seal(
+            issued.chain_pem,
+            &issued.key_pem,
+            &cert.names,
+            &self.sealer,
+            key,
+        )?;
         // Kept a week past expiry, then gone by itself.
-        let ttl = Duration::from_secs(u64::try_from(record.not_after - unix_now()).unwrap_or(0) + 7 * 86_400);
+        let ttl = Duration::from_secs(
+            u64::try_from(record.not_after - unix_now()).unwrap_or(0) + 7 * 86_400,
+        );
         let fields = record.fields();
         let fields: Vec<(&str, &[u8])> = fields.iter().map(|(f, v)| (*f, v.as_slice())).collect();
         store
@@ -206,20 +255,29 @@ impl Manager {
             None => Account::builder(),
         };
         let builder = builder().map_err(|e| format!("ACME HTTP client: {e}"))?;
-        let stored = store.get(&key).await.map_err(|e| format!("reading the account: {e}"))?;
+        let stored = store
+            .get(&key)
+            .await
+            .map_err(|e| format!("reading the account: {e}"))?;
         let account = match stored {
             Some(sealed) => {
-                let text = String::from_utf8(sealed).map_err(|_| String::from("the stored account is not text"))?;
+                let text = String::from_utf8(sealed)
+                    .map_err(|_| String::from("the stored account is not text"))?;
                 let json = self.sealer.open(&text, &key)?;
-                let credentials: AccountCredentials =
-                    serde_json::from_slice(&json).map_err(|e| format!("the stored account: {e}"))?;
+                let credentials: AccountCredentials = serde_json::from_slice(&json)
+                    .map_err(|e| format!("the stored account: {e}"))?;
                 builder
                     .from_credentials(credentials)
                     .await
                     .map_err(|e| format!("the stored account: {e}"))?
             }
             None => {
-                let contact: Vec<String> = self.acme.account.iter().map(|m| format!("mailto:{m}")).collect();
+                let contact: Vec<String> = self
+                    .acme
+                    .account
+                    .iter()
+                    .map(|m| format!("mailto:{m}"))
+                    .collect();
                 let contact: Vec<&str> = contact.iter().map(String::as_str).collect();
                 let (account, credentials) = builder
                     .create(
@@ -236,7 +294,11 @@ impl Manager {
                 let json = serde_json::to_vec(&credentials).map_err(|e| e.to_string())?;
                 let sealed = self.sealer.seal(&json, &key)?;
                 store
-                    .set_with_ttl(&key, sealed.as_bytes(), Duration::from_secs(10 * 365 * 86_400))
+                    .set_with_ttl(
+                        &key,
+                        sealed.as_bytes(),
+                        Duration::from_secs(10 * 365 * 86_400),
+                    )
                     .await
                     .map_err(|e| format!("storing the account: {e}"))?;
                 tracing::info!(account = account.id(), "acme: account created");
@@ -255,10 +317,17 @@ impl Manager {
         match record.certified_key(&self.sealer, key) {
             Ok(certified) => {
                 self.live.install(&record.names, &certified);
+                let first = record.names.first().cloned().unwrap_or_default();
+                self.metrics
+                    .acme_not_after
+                    .get_or_create(&vec![("certificate", first)])
+                    .set(record.not_after);
                 self.served.insert(key.to_owned(), record.chain_pem.clone());
                 tracing::info!(names = ?record.names, not_after = record.not_after, "acme: serving certificate");
             }
-            Err(e) => tracing::error!(key, error = %e, "acme: the stored certificate cannot be used"),
+            Err(e) => {
+                tracing::error!(key, error = %e, "acme: the stored certificate cannot be used")
+            }
         }
     }
 }

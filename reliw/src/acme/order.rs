@@ -69,7 +69,11 @@ async fn run(
     keys: &Keys,
     published: &mut Vec<Published>,
 ) -> Result<Issued, String> {
-    let ids: Vec<Identifier> = cert.names.iter().map(|n| Identifier::Dns(n.clone())).collect();
+    let ids: Vec<Identifier> = cert
+        .names
+        .iter()
+        .map(|n| Identifier::Dns(n.clone()))
+        .collect();
     let mut order = account
         .new_order(&NewOrder::new(&ids))
         .await
@@ -97,7 +101,10 @@ async fn run(
         let authz = challenge.key_authorization();
         match cert.challenge() {
             AcmeChallenge::Http01 => {
-                let key = keys.data(&domain, &format!(".well-known/acme-challenge/{}", challenge.token));
+                let key = keys.data(
+                    &domain,
+                    &format!(".well-known/acme-challenge/{}", challenge.token),
+                );
                 store
                     .set_with_ttl(&key, authz.as_str().as_bytes(), TOKEN_TTL)
                     .await
@@ -125,9 +132,14 @@ async fn run(
         .await
         .map_err(|e| format!("waiting for validation: {e}"))?;
     if status != OrderStatus::Ready {
-        return Err(format!("the order is {status:?}, not ready (a challenge failed)"));
+        return Err(format!(
+            "the order is {status:?}, not ready (a challenge failed)"
+        ));
     }
-    let key_pem = order.finalize().await.map_err(|e| format!("finalize: {e}"))?;
+    let key_pem = order
+        .finalize()
+        .await
+        .map_err(|e| format!("finalize: {e}"))?;
     let chain_pem = order
         .poll_certificate(&patience)
         .await
@@ -150,7 +162,13 @@ async fn dns_hook(
     let record = format!("_acme-challenge.{domain}");
     let mut command = tokio::process::Command::new(hook);
     command
-        .args([action, domain, &record, value, cert.provider.as_deref().unwrap_or("")])
+        .args([
+            action,
+            domain,
+            &record,
+            value,
+            cert.provider.as_deref().unwrap_or(""),
+        ])
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(120), command.output())

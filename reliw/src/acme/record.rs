@@ -33,7 +33,8 @@ impl Record {
             .next()
             .ok_or("the CA sent no certificate")?
             .map_err(|e| format!("the CA's chain: {e}"))?;
-        let not_after = super::validity::not_after(&leaf).ok_or("the certificate has no readable notAfter")?;
+        let not_after =
+            super::validity::not_after(&leaf).ok_or("the certificate has no readable notAfter")?;
         Ok(Self {
             sealed_key: sealer.seal(key_pem.as_bytes(), store_key)?,
             chain_pem,
@@ -64,15 +65,23 @@ impl Record {
             chain_pem: get("chain")?,
             sealed_key: get("key")?,
             not_after: get("not_after")?.parse().ok()?,
-            names: get("names")?.split_whitespace().map(str::to_owned).collect(),
+            names: get("names")?
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
         })
     }
 
     /// The chain and the opened key, ready for rustls.
-    pub(super) fn certified_key(&self, sealer: &Sealer, store_key: &str) -> Result<Arc<CertifiedKey>, String> {
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(self.chain_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("chain: {e}"))?;
+    pub(super) fn certified_key(
+        &self,
+        sealer: &Sealer,
+        store_key: &str,
+    ) -> Result<Arc<CertifiedKey>, String> {
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(self.chain_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("chain: {e}"))?;
         let key_pem = sealer.open(&self.sealed_key, store_key)?;
         let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| format!("key: {e}"))?;
         let provider = rustls::crypto::ring::default_provider();
@@ -113,14 +122,20 @@ mod tests {
             .into_iter()
             .map(|(f, v)| (f.to_owned(), v))
             .collect();
-        assert!(!String::from_utf8_lossy(&fields[1].1).contains("PRIVATE KEY"), "the key is sealed");
+        assert!(
+            !String::from_utf8_lossy(&fields[1].1).contains("PRIVATE KEY"),
+            "the key is sealed"
+        );
         let back = Record::from_fields(&fields).unwrap();
         assert_eq!(back, record);
         assert!(back.certified_key(&sealer, "RLW:ACME:CERT:a.test").is_ok());
         assert!(back.certified_key(&sealer, "RLW:ACME:CERT:b.test").is_err());
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         assert!(!back.is_due(now, 30 * 86_400, &names));
-        assert!(back.is_due(now, 91 * 86_400, &names), "inside the renewal window");
+        assert!(
+            back.is_due(now, 91 * 86_400, &names),
+            "inside the renewal window"
+        );
         assert!(back.is_due(now, 30 * 86_400, &names[..1]), "names changed");
         assert_eq!(Record::from_fields(&fields[..2]), None);
     }

@@ -70,7 +70,8 @@ impl Sealer {
             return Err(String::from("too short"));
         }
         let (nonce, rest) = bytes.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| String::from("bad nonce"))?;
+        let nonce =
+            Nonce::try_assume_unique_for_key(nonce).map_err(|_| String::from("bad nonce"))?;
         let mut buffer = rest.to_vec();
         let plain = self
             .key
@@ -91,7 +92,9 @@ mod tests {
     #[test]
     fn sealed_values_open_only_with_their_key_and_context() {
         let sealer = Sealer::from_key_text(KEY).unwrap();
-        let sealed = sealer.seal(b"-----BEGIN PRIVATE KEY-----", "RLW:ACME:CERT:a.test").unwrap();
+        let sealed = sealer
+            .seal(b"-----BEGIN PRIVATE KEY-----", "RLW:ACME:CERT:a.test")
+            .unwrap();
         assert!(!sealed.contains("PRIVATE"));
         assert_eq!(
             sealer.open(&sealed, "RLW:ACME:CERT:a.test").unwrap(),
@@ -105,7 +108,10 @@ mod tests {
         let altered = String::from_utf8(altered).unwrap();
         assert!(sealer.open(&altered, "RLW:ACME:CERT:a.test").is_err());
         // Two seals of one value differ (a fresh nonce each).
-        assert_ne!(sealer.seal(b"x", "c").unwrap(), sealer.seal(b"x", "c").unwrap());
+        assert_ne!(
+            sealer.seal(b"x", "c").unwrap(),
+            sealer.seal(b"x", "c").unwrap()
+        );
     }
 
     #[test]

@@ -730,9 +730,13 @@ impl AcmeConfig {
         if self.certificates.is_empty() {
             Some("it names no certificates")
         } else if self.key_file.is_none() {
-            Some("ssl.acme.key_file (the key that encrypts certificate keys in the store) is not set")
+            Some(
+                "ssl.acme.key_file (the key that encrypts certificate keys in the store) is not set",
+            )
         } else if store != StoreBackend::Redis {
-            Some("it needs store.backend redis (the fleet shares the lock and the certificates there)")
+            Some(
+                "it needs store.backend redis (the fleet shares the lock and the certificates there)",
+            )
         } else {
             None
         }
@@ -1210,7 +1214,10 @@ impl Config {
                 ));
             }
         }
-        for (key, file) in [("ssl.acme.key_file", &acme.key_file), ("ssl.acme.ca_file", &acme.ca_file)] {
+        for (key, file) in [
+            ("ssl.acme.key_file", &acme.key_file),
+            ("ssl.acme.ca_file", &acme.ca_file),
+        ] {
             if let Some(path) = file
                 && !path.is_file()
             {

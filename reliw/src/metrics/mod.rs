@@ -65,6 +65,11 @@ pub struct NodeMetrics {
     /// HTTP/2 streams reliw reset, by reason (`body_timeout`,
     /// `send_stall`, `upstream_cut`, `file_error`).
     pub h2_resets: Family<[(&'static str, &'static str); 1], Counter>,
+    /// ACME orders this node made, by result (`issued`, `failed`).
+    pub acme_orders: Family<[(&'static str, &'static str); 1], Counter>,
+    /// When each ACME certificate this node serves expires (Unix seconds),
+    /// by its first name.
+    pub acme_not_after: Family<Vec<(&'static str, String)>, Gauge>,
     shield: ShieldSource,
 }
 
@@ -173,6 +178,18 @@ impl NodeMetrics {
             "HTTP/2 streams reliw reset, by reason",
             h2_resets.clone(),
         );
+        let acme_orders = Family::default();
+        registry.register(
+            "acme_orders",
+            "ACME orders this node made, by result",
+            acme_orders.clone(),
+        );
+        let acme_not_after = Family::default();
+        registry.register(
+            "acme_certificate_not_after_seconds",
+            "When each ACME certificate served expires (Unix time)",
+            acme_not_after.clone(),
+        );
         let cache_hit = site_cache.get_or_create(&[("result", "hit")]).clone();
         let cache_miss = site_cache.get_or_create(&[("result", "miss")]).clone();
         Self {
@@ -196,6 +213,8 @@ impl NodeMetrics {
             h2_connections,
             h2_closed,
             h2_resets,
+            acme_orders,
+            acme_not_after,
             shield,
         }
     }

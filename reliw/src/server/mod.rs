@@ -310,7 +310,7 @@ pub fn run(config: Config, config_path: Option<PathBuf>, io: IoMode) -> Result<(
         })?;
     }
 
-    crate::acme::spawn(&config, &store, &acme)?;
+    crate::acme::spawn(&config, &store, &acme, &node)?;
     let shared = Arc::new(Shared {
         startup,
         config: RwLock::new(Arc::new(config)),

@@ -51,8 +51,12 @@ pub trait Store {
     async fn set_with_ttl(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError>;
     /// SET NX with an expiry (a lock): whether the key was free and now
     /// holds `value`.
-    async fn set_nx_with_ttl(&self, key: &str, value: &[u8], ttl: Duration)
-    -> Result<bool, StoreError>;
+    async fn set_nx_with_ttl(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
     /// DEL only while the key still holds `value`, in one step (a lock's
     /// owner lets it go): whether it did.
     async fn del_if(&self, key: &str, value: &[u8]) -> Result<bool, StoreError>;
