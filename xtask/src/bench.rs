@@ -134,6 +134,14 @@ pub(crate) fn run(
         );
         return Ok(());
     }
+    if only == Some("failover") {
+        let (table, _) = crate::bench_failover::run(root, duration)?;
+        println!(
+            "\n{table}results: {}",
+            root.join("target/bench/failover.json").display()
+        );
+        return Ok(());
+    }
     if only == Some("xdp") {
         let (table, _) = crate::bench_xdp::run(root, rounds.max(5))?;
         println!(

@@ -12,6 +12,7 @@
 //! - `fuzz [--seconds N]`: the HTTP codec under cargo fuzz.
 
 mod bench;
+mod bench_failover;
 mod bench_flood;
 mod bench_xdp;
 mod setup;
@@ -74,8 +75,9 @@ enum Cmd {
         /// Compare sending bodies from memory with sendfile (100 KiB, 8 MiB).
         #[arg(long)]
         send: bool,
-        /// Run one case only: static, tls, h2, proxy, compress, xdp or flood.
-        #[arg(long, value_parser = ["static", "tls", "h2", "proxy", "compress", "xdp", "flood"])]
+        /// Run one case only: static, tls, h2, proxy, compress, xdp, flood
+        /// or failover.
+        #[arg(long, value_parser = ["static", "tls", "h2", "proxy", "compress", "xdp", "flood", "failover"])]
         only: Option<String>,
     },
     /// Fuzz the HTTP codec and the proxy's response parser (cargo fuzz,
