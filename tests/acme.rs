@@ -1,8 +1,10 @@
 //! ACME for the fleet against a real CA: Debian's `pebble` (RFC 8555),
 //! with `pebble-challtestsrv` as its DNS (every name is 127.0.0.1, TXT
-//! records set by the dns-01 hook). Two reliw nodes share one Redis: one
-//! orders, both serve, the CA's http-01 check reaches a node that may not
-//! be the one that ordered, and a renewal reaches both without a restart.
+//! records set by the dns-01 hook). Three reliw nodes share one Redis:
+//! the CA's http-01 checks reach only the first, which runs no ACME at
+//! all; of the other two one orders, both serve, and a renewal reaches
+//! both without a restart. A name the CA cannot validate fails once for
+//! the whole fleet, then waits out its backoff.
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
@@ -13,7 +15,7 @@ use std::time::Duration;
 
 use reliw_tests::redis::{RedisServer, free_port};
 use reliw_tests::server::{Server, Site, serve_fails};
-use reliw_tests::tls::{TestCa, connect, presented};
+use reliw_tests::tls::{TestCa, any_cert_client, connect, presented};
 use reliw_tests::wait_until;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
@@ -169,33 +171,60 @@ fn one_node_orders_every_node_serves_and_renewals_reach_all_without_restart() {
     )
     .unwrap();
     std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let node = |port: u16| {
+    // A file certificate for every other name: it keeps working beside ACME.
+    let files_ca = TestCa::new();
+    let file_cert = files_ca.leaf(&site.root, "default", &["files.test"], false);
+    // The CA reaches only this node; it answers the tokens other nodes
+    // published in the store.
+    let front = Server::start(
+        &site,
+        json!({
+            "port": http_port,
+            "store": {"backend": "redis"},
+            "redis": redis.config_json(),
+        }),
+        &[],
+    );
+    // fail.test resolves where nothing listens: its validation fails.
+    let out = Command::new("curl")
+        .args([
+            "-sf",
+            "-X",
+            "POST",
+            "-d",
+            r#"{"host":"fail.test.","addresses":["127.0.0.2"]}"#,
+        ])
+        .arg(format!("http://127.0.0.1:{}/add-a", ca.dns_management))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let node = || {
         Server::start(
             &site,
             json!({
-                "port": port,
+                "port": 0,
                 "store": {"backend": "redis"},
                 "redis": redis.config_json(),
-                "ssl": {"port": 0, "acme": {
+                "ssl": {"port": 0, "default": {"cert": file_cert.cert, "key": file_cert.key}, "acme": {
                     "account": "ops@a.test",
                     "directory": ca.directory,
                     "ca_file": ca.https_ca,
                     "key_file": key_file,
                     "dns_hook": hook,
-                    "dns_wait": 0,
+                    "dns_wait": 1,
                     "check_interval": 1,
                     "certificates": [
                         {"names": ["a.test", "www.a.test"]},
-                        {"names": ["*.w.test"], "provider": "challtestsrv"}
+                        {"names": ["*.w.test"], "provider": "challtestsrv"},
+                        {"names": ["fail.test"]}
                     ]
                 }},
             }),
             &[],
         )
     };
-    // The CA reaches only the first node's port; either may order.
-    let first = node(http_port);
-    let second = node(free_port());
+    let first = node();
+    let second = node();
     let client = ca.client();
     let logs = || format!("{}\n--- second node ---\n{}", first.log(), second.log());
     let served = wait_until(Duration::from_secs(90), || {
@@ -222,9 +251,34 @@ fn one_node_orders_every_node_serves_and_renewals_reach_all_without_restart() {
         "each certificate ordered once for the fleet: {both}"
     );
     assert!(
-        both.contains("another node is ordering") || count(&first.log(), "issued and stored") == 1,
-        "{both}"
+        front.log().contains("LetsEncrypt-Pebble-VA"),
+        "the CA's checks reached the node without ACME: {}",
+        front.log()
     );
+
+    // The name the CA cannot validate: one failed order for the fleet,
+    // then a backoff every node honours.
+    let failed = || {
+        [&first, &second]
+            .iter()
+            .map(|n| n.metric("reliw_acme_orders_total{result=\"failed\"}"))
+            .sum::<f64>()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || failed() >= 1.0),
+        "{}",
+        logs()
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(failed(), 1.0, "the fleet retried at once: {}", logs());
+    let retry: i64 = redis.cmd(&["TTL", "RLW:ACME:RETRY:fail.test"]);
+    assert!((50..=120).contains(&retry), "retry after {retry} s");
+    assert!(logs().contains("acme: order failed"), "{}", logs());
+    assert!(issued(first.tls_addrs[0], "fail.test", &client).is_none());
+
+    // Names ACME does not manage get the file certificate.
+    let other = connect(first.tls_addrs[0], "files.test", any_cert_client()).unwrap();
+    assert_eq!(presented(&other), file_cert.der);
 
     // What the store keeps: the chain, the key sealed, no lock, no tokens.
     let record: Vec<(String, String)> = redis.cmd(&["HGETALL", "RLW:ACME:CERT:a.test"]);
@@ -281,6 +335,24 @@ fn one_node_orders_every_node_serves_and_renewals_reach_all_without_restart() {
             .all(|n| issued(n.tls_addrs[0], "a.test", &client).is_some_and(|c| c != original))
     });
     assert!(renewed, "the renewal did not reach every node: {}", logs());
+    // A SIGHUP's new TLS config keeps serving the ACME certificates.
+    let renewed_cert = issued(first.tls_addrs[0], "a.test", &client).unwrap();
+    first.send_signal(rustix::process::Signal::HUP);
+    assert!(
+        wait_until(Duration::from_secs(5), || first
+            .log()
+            .contains("certificates reloaded")),
+        "{}",
+        first.log()
+    );
+    assert_eq!(
+        issued(first.tls_addrs[0], "a.test", &client),
+        Some(renewed_cert)
+    );
+    assert_eq!(
+        presented(&connect(first.tls_addrs[0], "files.test", any_cert_client()).unwrap()),
+        file_cert.der
+    );
     assert_eq!(
         count(&logs(), "acme: certificate issued and stored"),
         3,

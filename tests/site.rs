@@ -533,8 +533,33 @@ fn the_pipeline_on_redis_cluster_and_its_failover() {
         })
         .unwrap();
     let probe = format!("RLW:DATA:site.test:.well-known/acme-challenge/{token}");
+    // And one on another primary, never asked for before (so not cached).
+    let healthy = (0..)
+        .map(|i| format!("healthy-shard-{i}"))
+        .find(|t| {
+            cluster.primary_port(&format!(
+                "RLW:DATA:site.test:.well-known/acme-challenge/{t}"
+            )) != port
+        })
+        .unwrap();
+    redis::cmd("SET")
+        .arg(format!(
+            "RLW:DATA:site.test:.well-known/acme-challenge/{healthy}"
+        ))
+        .arg("from a healthy shard")
+        .exec(&mut con)
+        .unwrap();
     let killed = std::time::Instant::now();
     cluster.kill(port);
+    // Trip the dead shard's breaker, then ask the healthy one: it answers.
+    get(&server, &format!("/.well-known/acme-challenge/{token}"));
+    let other = get(&server, &format!("/.well-known/acme-challenge/{healthy}"));
+    assert_eq!(
+        (other.status, other.text().as_str()),
+        (200, "from a healthy shard"),
+        "a healthy shard failed with the dead one: {}",
+        server.log()
+    );
     let mut failures = 0;
     let promoted = wait_until(Duration::from_secs(30), || {
         // Meanwhile the cached page keeps being served.

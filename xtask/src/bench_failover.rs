@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::bench::parse_wrk;
+use crate::bench::{free_port, parse_wrk, wait_for_port};
 
 const HOST: &str = "fo.test";
 /// A RELIW-shaped session token (21 URL-safe characters).
@@ -59,7 +59,7 @@ impl Redis {
             .stderr(Stdio::null())
             .spawn()
             .context("starting redis-server (cargo xtask setup installs it)")?;
-        wait_for_port(port)?;
+        wait_for_port(port, "redis")?;
         Ok(Self {
             child: Some(child),
             port,
@@ -78,23 +78,6 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn wait_for_port(port: u16) -> Result<()> {
-    let end = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < end {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    bail!("nothing listens on port {port}")
 }
 
 fn cli(args: &[String]) -> Result<String> {
@@ -226,7 +209,7 @@ fn sentinel(dir: &Path) -> Result<Topology> {
         .stderr(Stdio::null())
         .spawn()
         .context("starting redis-server --sentinel")?;
-    wait_for_port(port)?;
+    wait_for_port(port, "redis")?;
     let watcher = Redis {
         child: Some(child),
         port,
@@ -399,7 +382,7 @@ fn measure(root: &Path, dir: &Path, mut topology: Topology, duration: u64) -> Re
         .spawn()
         .context("starting reliw")?;
     let result = (|| {
-        wait_for_port(port)?;
+        wait_for_port(port, "reliw")?;
         wait_for("reliw's first Redis-backed answer", || {
             status(port, "/limited", None) == 200
         })?;
@@ -440,17 +423,8 @@ fn measure(root: &Path, dir: &Path, mut topology: Topology, duration: u64) -> Re
         let seen = prober
             .join()
             .map_err(|_| anyhow::anyhow!("prober thread"))?;
-        let (sample, errors) = parse_wrk(&out.stdout)?;
-        let wrk_failures = errors
-            .split(' ')
-            .collect::<Vec<_>>()
-            .windows(2)
-            .filter_map(|w| {
-                (w[0] == "responses:" || w[0] == "errors:")
-                    .then(|| w[1].trim_end_matches(',').parse::<u64>().ok())
-                    .flatten()
-            })
-            .sum::<u64>();
+        let (sample, _) = parse_wrk(&out.stdout)?;
+        let wrk_failures = wrk_failures(&String::from_utf8_lossy(&out.stdout));
         let after: Vec<&(Duration, u16)> = seen.iter().filter(|(t, _)| *t >= killed_at).collect();
         let failures: Vec<Duration> = after
             .iter()
@@ -480,6 +454,18 @@ fn measure(root: &Path, dir: &Path, mut topology: Topology, duration: u64) -> Re
         .status();
     let _ = reliw.wait();
     result
+}
+
+/// Every failure wrk reports: non-2xx answers and socket errors
+/// (`Socket errors: connect 0, read 2, write 0, timeout 1`).
+fn wrk_failures(report: &str) -> u64 {
+    report
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("Non-2xx") || l.starts_with("Socket errors:"))
+        .flat_map(|l| l.split([' ', ',']))
+        .filter_map(|w| w.parse::<u64>().ok())
+        .sum()
 }
 
 /// Runs both topologies: the table and the JSON written to
@@ -531,4 +517,14 @@ pub(crate) fn run(root: &Path, duration: u64) -> Result<(String, serde_json::Val
         serde_json::to_string_pretty(&json)?,
     )?;
     Ok((table, json))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn wrk_failures_count_non_2xx_and_socket_errors() {
+        let report = "  Non-2xx or 3xx responses: 12\n  Socket errors: connect 1, read 2, write 0, timeout 3\nRequests/sec: 100.0\n";
+        assert_eq!(super::wrk_failures(report), 18);
+        assert_eq!(super::wrk_failures("Requests/sec: 5\n"), 0);
+    }
 }

@@ -5,8 +5,8 @@
 //! - http-01: the key authorization goes to
 //!   `P:DATA:<name>:.well-known/acme-challenge/<token>` (RELIW's key), so
 //!   whichever node the CA reaches answers it (`site::steps::acme`).
-//! - dns-01: the operator's hook publishes the TXT record; reliw waits
-//!   `dns_wait` seconds before telling the CA to look.
+//! - dns-01: the operator's hook publishes the TXT records; reliw waits
+//!   `dns_wait` seconds (once per order) before telling the CA to look.
 //!
 //! Whatever was published is removed again, whether the order worked or not.
 
@@ -21,6 +21,10 @@ use crate::store::{Backend, Keys, Store as _};
 
 /// How long a published http-01 token lives in the store.
 const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+/// How long the CA may take to validate, and then to issue.
+pub(super) const POLL_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the DNS hook may take, each call.
+pub(super) const HOOK_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The CA's answer: the PEM chain and the PEM private key it certifies.
 pub(super) struct Issued {
@@ -78,6 +82,13 @@ async fn run(
         .new_order(&NewOrder::new(&ids))
         .await
         .map_err(|e| format!("new order: {e}"))?;
+    let (kind, wanted) = match cert.challenge() {
+        AcmeChallenge::Http01 => (ChallengeType::Http01, "http-01"),
+        AcmeChallenge::Dns01 => (ChallengeType::Dns01, "dns-01"),
+    };
+    // First every answer is published, then (after one DNS wait) the CA
+    // is told to look at all of them: an order's time does not grow with
+    // its names.
     let mut authorizations = order.authorizations();
     while let Some(authorization) = authorizations.next().await {
         let mut authorization = authorization.map_err(|e| format!("authorization: {e}"))?;
@@ -86,12 +97,8 @@ async fn run(
             AuthorizationStatus::Pending => {}
             other => return Err(format!("authorization is {other:?}")),
         }
-        let (kind, wanted) = match cert.challenge() {
-            AcmeChallenge::Http01 => (ChallengeType::Http01, "http-01"),
-            AcmeChallenge::Dns01 => (ChallengeType::Dns01, "dns-01"),
-        };
-        let mut challenge = authorization
-            .challenge(kind)
+        let challenge = authorization
+            .challenge(kind.clone())
             .ok_or_else(|| format!("the CA offers no {wanted} challenge"))?;
         // A wildcard's identifier is its base name (`*.a.test`: `a.test`).
         let Identifier::Dns(domain) = challenge.identifier().identifier else {
@@ -105,19 +112,36 @@ async fn run(
                     &domain,
                     &format!(".well-known/acme-challenge/{}", challenge.token),
                 );
+                // Noted before it is written: a write that fails halfway
+                // is removed all the same.
+                published.push(Published::Token(key.clone()));
                 store
                     .set_with_ttl(&key, authz.as_str().as_bytes(), TOKEN_TTL)
                     .await
                     .map_err(|e| format!("publishing the http-01 token: {e}"))?;
-                published.push(Published::Token(key));
             }
             AcmeChallenge::Dns01 => {
                 let value = authz.dns_value();
+                published.push(Published::Txt {
+                    domain: domain.clone(),
+                    value: value.clone(),
+                });
                 dns_hook(acme, cert, "present", &domain, &value).await?;
-                published.push(Published::Txt { domain, value });
-                tokio::time::sleep(Duration::from_secs_f64(acme.dns_wait)).await;
             }
         }
+    }
+    if cert.challenge() == AcmeChallenge::Dns01 && !published.is_empty() {
+        tokio::time::sleep(Duration::from_secs_f64(acme.dns_wait)).await;
+    }
+    let mut authorizations = order.authorizations();
+    while let Some(authorization) = authorizations.next().await {
+        let mut authorization = authorization.map_err(|e| format!("authorization: {e}"))?;
+        if authorization.status != AuthorizationStatus::Pending {
+            continue;
+        }
+        let mut challenge = authorization
+            .challenge(kind.clone())
+            .ok_or_else(|| format!("the CA offers no {wanted} challenge"))?;
         challenge
             .set_ready()
             .await
@@ -126,7 +150,7 @@ async fn run(
     let patience = RetryPolicy::new()
         .initial_delay(Duration::from_millis(250))
         .backoff(1.5)
-        .timeout(Duration::from_secs(120));
+        .timeout(POLL_TIMEOUT);
     let status = order
         .poll_ready(&patience)
         .await
@@ -171,9 +195,15 @@ async fn dns_hook(
         ])
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(120), command.output())
+    let out = tokio::time::timeout(HOOK_TIMEOUT, command.output())
         .await
-        .map_err(|_| format!("{} {action} took over 120 s", hook.display()))?
+        .map_err(|_| {
+            format!(
+                "{} {action} took over {} s",
+                hook.display(),
+                HOOK_TIMEOUT.as_secs()
+            )
+        })?
         .map_err(|e| format!("{} {action}: {e}", hook.display()))?;
     if out.status.success() {
         Ok(())

@@ -1,6 +1,6 @@
-//! When a certificate stops being valid: `notAfter` read from its DER
-//! (RFC 5280: Certificate → TBSCertificate → Validity), with a reader of
-//! just the DER this needs. Sans-IO.
+//! When a certificate is valid: `notBefore` and `notAfter` read from its
+//! DER (RFC 5280: Certificate → TBSCertificate → Validity), with a reader
+//! of just the DER this needs. Sans-IO.
 
 /// A DER element: (tag, contents, what follows).
 fn element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
@@ -26,8 +26,15 @@ const VERSION: u8 = 0xa0;
 const UTC_TIME: u8 = 0x17;
 const GENERALIZED_TIME: u8 = 0x18;
 
-/// `notAfter` of a DER certificate, in seconds since the Unix epoch.
-pub(super) fn not_after(der: &[u8]) -> Option<i64> {
+/// A certificate's validity, in seconds since the Unix epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Validity {
+    pub(super) not_before: i64,
+    pub(super) not_after: i64,
+}
+
+/// The validity of a DER certificate.
+pub(super) fn validity(der: &[u8]) -> Option<Validity> {
     let (SEQUENCE, certificate, _) = element(der)? else {
         return None;
     };
@@ -45,15 +52,21 @@ pub(super) fn not_after(der: &[u8]) -> Option<i64> {
     let (SEQUENCE, validity, _) = element(rest)? else {
         return None;
     };
-    // notBefore, then notAfter.
-    let (_, _, after) = element(validity)?;
-    let (tag, time, _) = element(after)?;
-    parse_time(tag, std::str::from_utf8(time).ok()?)
+    let (before_tag, before, rest) = element(validity)?;
+    let (after_tag, after, _) = element(rest)?;
+    Some(Validity {
+        not_before: parse_time(before_tag, std::str::from_utf8(before).ok()?)?,
+        not_after: parse_time(after_tag, std::str::from_utf8(after).ok()?)?,
+    })
 }
 
 /// UTCTime (`YYMMDDHHMMSSZ`) or GeneralizedTime (`YYYYMMDDHHMMSSZ`).
 fn parse_time(tag: u8, text: &str) -> Option<i64> {
     let digits = text.strip_suffix('Z')?;
+    // ASCII digits only, before any slicing by position.
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let (year, rest) = match tag {
         UTC_TIME if digits.len() == 12 => {
             let yy: i64 = digits[..2].parse().ok()?;
@@ -63,9 +76,6 @@ fn parse_time(tag: u8, text: &str) -> Option<i64> {
         GENERALIZED_TIME if digits.len() == 14 => (digits[..4].parse().ok()?, &digits[4..]),
         _ => return None,
     };
-    if !rest.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
     let field = |i: usize| rest[i..i + 2].parse::<i64>().ok();
     let (month, day) = (field(0)?, field(2)?);
     let (hour, minute, second) = (field(4)?, field(6)?, field(8)?);
@@ -96,24 +106,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn not_after_is_read_from_a_real_certificate() {
+    fn validity_is_read_from_a_real_certificate() {
         let mut params = rcgen::CertificateParams::new(vec![String::from("a.test")]).unwrap();
         params.not_after = rcgen::date_time_ymd(2030, 1, 2);
         let key = rcgen::KeyPair::generate().unwrap();
+        params.not_before = rcgen::date_time_ymd(2026, 12, 7);
         let cert = params.self_signed(&key).unwrap();
-        // 2030-01-02T00:00:00Z
-        assert_eq!(not_after(cert.der()), Some(1_893_542_400));
+        // 2026-12-07T00:00:00Z and 2030-01-02T00:00:00Z
+        assert_eq!(
+            validity(cert.der()),
+            Some(Validity {
+                not_before: 1_796_601_600,
+                not_after: 1_893_542_400
+            })
+        );
         // GeneralizedTime past 2049.
         params.not_after = rcgen::date_time_ymd(2051, 6, 30);
         let cert = params.self_signed(&key).unwrap();
-        assert_eq!(not_after(cert.der()), Some(2_571_696_000));
+        assert_eq!(
+            validity(cert.der()).map(|v| v.not_after),
+            Some(2_571_696_000)
+        );
     }
 
     #[test]
     fn garbage_is_no_date() {
-        assert_eq!(not_after(b""), None);
-        assert_eq!(not_after(&[0x30, 0x82, 0xff]), None);
-        assert_eq!(not_after(&[0x30, 0x03, 0x30, 0x01, 0x00]), None);
+        assert_eq!(validity(b""), None);
+        assert_eq!(validity(&[0x30, 0x82, 0xff]), None);
+        assert_eq!(validity(&[0x30, 0x03, 0x30, 0x01, 0x00]), None);
+        // Multi-byte characters where digits belong: no panic.
+        assert_eq!(parse_time(UTC_TIME, "ééé000000Z"), None);
+        assert_eq!(parse_time(GENERALIZED_TIME, "2030€0000000Z"), None);
         assert_eq!(parse_time(UTC_TIME, "991301000000Z"), None);
         assert_eq!(parse_time(UTC_TIME, "700101000000Z"), Some(0));
     }

@@ -48,6 +48,7 @@ startup_keys!(c => {
     "workers" workers: usize = c.workers,
     "ssl (on or off)" tls: bool = c.ssl.is_some(),
     "ssl.port" tls_port: Option<u16> = c.ssl.as_ref().and_then(|s| s.port),
+    "ssl.acme" acme: Option<super::AcmeConfig> = c.ssl.as_ref().and_then(|s| s.acme.clone()),
     "data_dir" data_dir: PathBuf = c.data_dir.clone(),
     "cache_max_size (the file cache's)" file_cache_max: u64 = c.cache_max_size,
     "cache_total_size" cache_total_size: u64 = c.cache_total_size,

@@ -56,8 +56,9 @@ pub enum TlsError {
 /// Certificates by SNI name, with a default (none: a name without a
 /// certificate of its own fails the handshake, as RELIW without
 /// `ssl.default`).
-/// ACME certificates (`acme`, renewed in place) come before the files for
-/// their names.
+/// For a name: its ACME certificate (renewed in place), its file, a
+/// wildcard ACME certificate one label up, then the default: the most
+/// specific certificate wins, and a managed one before a file.
 #[derive(Debug)]
 struct SniResolver {
     default: Option<Arc<CertifiedKey>>,
@@ -68,11 +69,13 @@ struct SniResolver {
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         if let Some(name) = hello.server_name() {
-            if let Some(issued) = self.acme.find(name) {
-                return Some(issued);
-            }
-            if let Some(file) = self.hosts.get(&name.to_ascii_lowercase()) {
-                return Some(Arc::clone(file));
+            let found = self
+                .acme
+                .exact(name)
+                .or_else(|| self.hosts.get(&name.to_ascii_lowercase()).cloned())
+                .or_else(|| self.acme.wildcard(name));
+            if found.is_some() {
+                return found;
             }
         }
         self.default.clone()

@@ -131,7 +131,23 @@ impl Worker {
             return;
         }
         match store.hincr_batch(&batch).await {
-            Ok(values) => self.site.counts.borrow_mut().learn(&batch, &values),
+            Ok(values) => {
+                // Only what was not applied is sent again (never twice).
+                let (applied, lost): (Vec<_>, Vec<_>) = batch
+                    .into_iter()
+                    .zip(values)
+                    .partition(|(_, v)| v.is_some());
+                let (applied, values): (Vec<_>, Vec<i64>) = applied
+                    .into_iter()
+                    .filter_map(|(inc, v)| Some((inc, v?)))
+                    .unzip();
+                let mut counts = self.site.counts.borrow_mut();
+                counts.learn(&applied, &values);
+                if !lost.is_empty() {
+                    self.shared.node.store_errors.inc();
+                    counts.restore(lost.into_iter().map(|(inc, _)| inc).collect());
+                }
+            }
             Err(e) => {
                 self.shared.node.store_errors.inc();
                 tracing::debug!(error = %e, "metrics flush failed; keeping the counts");

@@ -270,7 +270,7 @@ impl Store for MemoryStore {
     async fn hincr_batch(
         &self,
         increments: &[(String, String, i64)],
-    ) -> Result<Vec<i64>, StoreError> {
+    ) -> Result<Vec<Option<i64>>, StoreError> {
         let mut entries = self.lock();
         let mut values = Vec::with_capacity(increments.len());
         for (key, field, by) in increments {
@@ -288,7 +288,7 @@ impl Store for MemoryStore {
             // bound, new fields are not created, so a scanner cannot grow
             // the process without limit. Redis is bounded by its maxmemory.
             if h.len() >= MAX_HASH_FIELDS && !h.contains_key(field) {
-                values.push(0);
+                values.push(Some(0));
                 continue;
             }
             let slot = h.entry(field.clone()).or_insert_with(|| b"0".to_vec());
@@ -298,7 +298,7 @@ impl Store for MemoryStore {
                 .unwrap_or(0);
             let n = n.saturating_add(*by);
             *slot = n.to_string().into_bytes();
-            values.push(n);
+            values.push(Some(n));
         }
         Ok(values)
     }
@@ -364,11 +364,15 @@ mod tests {
         let values = rt.block_on(store.hincr_batch(&batch));
         let values = values.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            values.iter().filter(|v| **v == 1).count(),
+            values.iter().filter(|v| **v == Some(1)).count(),
             super::MAX_HASH_FIELDS
         );
         let again = rt.block_on(store.hincr_batch(&batch[..1]));
-        assert_eq!(again.ok(), Some(vec![2]), "existing fields still count");
+        assert_eq!(
+            again.ok(),
+            Some(vec![Some(2)]),
+            "existing fields still count"
+        );
         let all = rt.block_on(store.hgetall("RLW:METRICS:h:by_request"));
         assert_eq!(all.map(|a| a.len()).ok(), Some(super::MAX_HASH_FIELDS));
     }

@@ -65,11 +65,13 @@ pub trait Store {
     /// INCR, and EXPIRE when the counter was just created (a fixed window):
     /// the new count.
     async fn incr_window(&self, key: &str, window: Duration) -> Result<i64, StoreError>;
-    /// HINCRBY for many (key, field, by), pipelined: the new values, in order.
+    /// HINCRBY for many (key, field, by), pipelined: the new values, in
+    /// order; `None` for an increment that was not applied (in a cluster,
+    /// one whose shard failed: only those are to be sent again).
     async fn hincr_batch(
         &self,
         increments: &[(String, String, i64)],
-    ) -> Result<Vec<i64>, StoreError>;
+    ) -> Result<Vec<Option<i64>>, StoreError>;
     /// SCAN with MATCH (`*` wildcards only) and COUNT, until the cursor
     /// ends or `limit` keys were seen: the keys, at most `limit`.
     async fn scan(
@@ -147,7 +149,7 @@ impl Store for Backend {
     async fn hincr_batch(
         &self,
         increments: &[(String, String, i64)],
-    ) -> Result<Vec<i64>, StoreError> {
+    ) -> Result<Vec<Option<i64>>, StoreError> {
         dispatch!(self, s => s.hincr_batch(increments).await)
     }
     async fn scan(
@@ -233,6 +235,14 @@ impl Keys {
     /// `P:ACME:LOCK:<first name>`: the node ordering that certificate.
     pub fn acme_lock(&self, name: &str) -> String {
         format!("{}:ACME:LOCK:{name}", self.prefix)
+    }
+    /// `P:ACME:RETRY:<first name>`: no order before this key expires.
+    pub fn acme_retry(&self, name: &str) -> String {
+        format!("{}:ACME:RETRY:{name}", self.prefix)
+    }
+    /// `P:ACME:FAILS:<first name>`: failed orders of the last day.
+    pub fn acme_failures(&self, name: &str) -> String {
+        format!("{}:ACME:FAILS:{name}", self.prefix)
     }
     /// `P:ACME:ACCOUNT:<directory URL>`: the sealed account credentials.
     pub fn acme_account(&self, directory: &str) -> String {

@@ -152,33 +152,84 @@ impl Query<'_> {
 /// instead of each waiting out the timeout while Redis is down; one call
 /// per pause probes again. So an outage costs cached pages nothing and
 /// uncached ones a fast 503.
-#[derive(Default)]
+///
+/// In a cluster, one breaker per hash slot: a dead primary makes its own
+/// slots fail fast while every other shard keeps answering.
 struct Breaker {
-    /// Milliseconds since `epoch` until which calls fail fast (0: closed).
-    open_until_ms: AtomicU64,
+    /// Milliseconds since `epoch` until which calls fail fast (0: closed),
+    /// one entry, or one per slot.
+    open_until_ms: Box<[AtomicU64]>,
     epoch: std::sync::OnceLock<Instant>,
 }
 
 impl Breaker {
     const PAUSE: Duration = Duration::from_millis(500);
+    const SLOTS: usize = 16_384;
+
+    fn new(per_slot: bool) -> Self {
+        let n = if per_slot { Self::SLOTS } else { 1 };
+        Self {
+            open_until_ms: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            epoch: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Which breaker guards a call on `key` (`None`: a call on no key,
+    /// which in a cluster no slot's breaker holds back).
+    fn entry(&self, key: Option<&str>) -> Option<&AtomicU64> {
+        match self.open_until_ms.len() {
+            1 => self.open_until_ms.first(),
+            _ => self.open_until_ms.get(usize::from(slot(key?.as_bytes()))),
+        }
+    }
 
     fn now_ms(&self) -> u64 {
         let epoch = self.epoch.get_or_init(Instant::now);
         u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn is_open(&self) -> bool {
-        self.now_ms() < self.open_until_ms.load(Ordering::Relaxed)
+    fn is_open(&self, key: Option<&str>) -> bool {
+        self.entry(key)
+            .is_some_and(|e| self.now_ms() < e.load(Ordering::Relaxed))
     }
 
-    fn trip(&self) {
-        let until = self.now_ms() + Self::PAUSE.as_millis() as u64;
-        self.open_until_ms.store(until, Ordering::Relaxed);
+    fn trip(&self, key: Option<&str>) {
+        if let Some(e) = self.entry(key) {
+            e.store(
+                self.now_ms() + Self::PAUSE.as_millis() as u64,
+                Ordering::Relaxed,
+            );
+        }
     }
 
-    fn reset(&self) {
-        self.open_until_ms.store(0, Ordering::Relaxed);
+    fn reset(&self, key: Option<&str>) {
+        if let Some(e) = self.entry(key) {
+            e.store(0, Ordering::Relaxed);
+        }
     }
+}
+
+/// A key's cluster hash slot: CRC16 (XMODEM) of the key, or of its hash
+/// tag (the text between the first `{` and the next `}`, when not empty),
+/// modulo 16384.
+fn slot(key: &[u8]) -> u16 {
+    let tagged = key.iter().position(|b| *b == b'{').and_then(|open| {
+        let rest = key.get(open + 1..)?;
+        let close = rest.iter().position(|b| *b == b'}')?;
+        (close > 0).then(|| &rest[..close])
+    });
+    let mut crc: u16 = 0;
+    for byte in tagged.unwrap_or(key) {
+        crc ^= u16::from(*byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16_384
 }
 
 impl RedisStore {
@@ -210,33 +261,45 @@ impl RedisStore {
                     .map_err(backend)?,
             )
         };
+        let per_slot = matches!(link, Link::Cluster(_));
         Ok(Self {
             link,
             timeout,
-            breaker: Arc::new(Breaker::default()),
+            breaker: Arc::new(Breaker::new(per_slot)),
         })
     }
 
-    async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
-        self.exec(Query::Cmd(cmd)).await
+    /// `cmd`, whose key (for the breaker) is `key`.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        key: &str,
+        cmd: &redis::Cmd,
+    ) -> Result<T, StoreError> {
+        self.exec(Some(key), Query::Cmd(cmd)).await
     }
 
+    /// `pipe`, every command of it on `key`.
     async fn run_pipe<T: redis::FromRedisValue>(
         &self,
+        key: &str,
         pipe: &redis::Pipeline,
     ) -> Result<T, StoreError> {
-        self.exec(Query::Pipe(pipe)).await
+        self.exec(Some(key), Query::Pipe(pipe)).await
     }
 
     /// One command or pipeline on whichever link this store has.
-    async fn exec<T: redis::FromRedisValue>(&self, query: Query<'_>) -> Result<T, StoreError> {
+    async fn exec<T: redis::FromRedisValue>(
+        &self,
+        key: Option<&str>,
+        query: Query<'_>,
+    ) -> Result<T, StoreError> {
         match &self.link {
             Link::Direct(manager) => {
                 let mut con = manager.clone();
-                self.guarded(query.on(&mut con)).await
+                self.guarded(key, query.on(&mut con)).await
             }
             Link::Sentinel(failover) => {
-                self.guarded(async {
+                self.guarded(key, async {
                     let mut con = failover.connection().await?;
                     let r = query.on(&mut con).await;
                     if let Err(e) = &r {
@@ -247,7 +310,7 @@ impl RedisStore {
                 .await
             }
             Link::Cluster(cluster) => {
-                self.guarded(async {
+                self.guarded(key, async {
                     let mut con = cluster.connection().await?;
                     query.on(&mut con).await
                 })
@@ -257,28 +320,15 @@ impl RedisStore {
     }
 
     /// HINCRBYs over a cluster: one command each, all at once (their keys
-    /// are in different slots, which a pipeline may not span).
-    async fn hincr_spread(
-        &self,
-        cluster: &Cluster,
-        increments: &[(String, String, i64)],
-    ) -> Result<Vec<i64>, StoreError> {
-        self.guarded(async {
-            let con = cluster.connection().await?;
-            let calls = increments.iter().map(|(key, field, by)| {
-                let mut con = con.clone();
-                async move {
-                    redis::cmd("HINCRBY")
-                        .arg(key)
-                        .arg(field)
-                        .arg(*by)
-                        .query_async::<i64>(&mut con)
-                        .await
-                }
-            });
-            futures_util::future::try_join_all(calls).await
-        })
-        .await
+    /// are in different slots, which a pipeline may not span), each with
+    /// its own timeout, so one dead shard fails only its own increments.
+    async fn hincr_spread(&self, increments: &[(String, String, i64)]) -> Vec<Option<i64>> {
+        let calls = increments.iter().map(|(key, field, by)| async move {
+            let mut cmd = redis::cmd("HINCRBY");
+            cmd.arg(key).arg(field).arg(*by);
+            self.run::<i64>(key, &cmd).await.ok()
+        });
+        futures_util::future::join_all(calls).await
     }
 
     /// SCAN over a cluster: every primary in turn, each with its own
@@ -291,7 +341,7 @@ impl RedisStore {
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
         let primaries: redis::Value = self
-            .guarded(async {
+            .guarded(None, async {
                 let mut con = cluster.connection().await?;
                 con.route_command(
                     redis::cmd("PING"),
@@ -322,7 +372,7 @@ impl RedisStore {
                     .arg("COUNT")
                     .arg(count);
                 let reply = self
-                    .guarded(async {
+                    .guarded(None, async {
                         let mut con = cluster.connection().await?;
                         con.route_command(cmd, route.clone()).await
                     })
@@ -341,12 +391,13 @@ impl RedisStore {
         Ok(keys)
     }
 
-    /// A call with the timeout and the breaker around it.
+    /// A call on `key` with the timeout and the breaker around it.
     async fn guarded<T>(
         &self,
+        key: Option<&str>,
         call: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
-        if self.breaker.is_open() {
+        if self.breaker.is_open(key) {
             return Err(StoreError::Unavailable(String::from(
                 "redis is unreachable (retrying every 500 ms)",
             )));
@@ -364,8 +415,8 @@ impl RedisStore {
             }
         };
         match &result {
-            Err(StoreError::Unavailable(_)) => self.breaker.trip(),
-            _ => self.breaker.reset(),
+            Err(StoreError::Unavailable(_)) => self.breaker.trip(key),
+            _ => self.breaker.reset(key),
         }
         result
     }
@@ -625,15 +676,16 @@ fn secs(d: Duration) -> i64 {
 
 impl Store for RedisStore {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.run(redis::cmd("GET").arg(key)).await
+        self.run(key, redis::cmd("GET").arg(key)).await
     }
 
     async fn hget(&self, key: &str, field: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.run(redis::cmd("HGET").arg(key).arg(field)).await
+        self.run(key, redis::cmd("HGET").arg(key).arg(field)).await
     }
 
     async fn hgetall(&self, key: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let mut pairs: Vec<(String, Vec<u8>)> = self.run(redis::cmd("HGETALL").arg(key)).await?;
+        let mut pairs: Vec<(String, Vec<u8>)> =
+            self.run(key, redis::cmd("HGETALL").arg(key)).await?;
         pairs.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(pairs)
     }
@@ -652,11 +704,12 @@ impl Store for RedisStore {
         let mut pipe = redis::pipe();
         pipe.add_command(hset).ignore();
         pipe.cmd("EXPIRE").arg(key).arg(secs(ttl)).ignore();
-        self.run_pipe(&pipe).await
+        self.run_pipe(key, &pipe).await
     }
 
     async fn set_with_ttl(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
         self.run(
+            key,
             redis::cmd("SET")
                 .arg(key)
                 .arg(value)
@@ -674,6 +727,7 @@ impl Store for RedisStore {
     ) -> Result<bool, StoreError> {
         let set: Option<String> = self
             .run(
+                key,
                 redis::cmd("SET")
                     .arg(key)
                     .arg(value)
@@ -690,13 +744,16 @@ impl Store for RedisStore {
         // and another node's SET.
         const SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
         let n: i64 = self
-            .run(redis::cmd("EVAL").arg(SCRIPT).arg(1).arg(key).arg(value))
+            .run(
+                key,
+                redis::cmd("EVAL").arg(SCRIPT).arg(1).arg(key).arg(value),
+            )
             .await?;
         Ok(n > 0)
     }
 
     async fn del(&self, key: &str) -> Result<bool, StoreError> {
-        let n: i64 = self.run(redis::cmd("DEL").arg(key)).await?;
+        let n: i64 = self.run(key, redis::cmd("DEL").arg(key)).await?;
         Ok(n > 0)
     }
 
@@ -710,25 +767,26 @@ impl Store for RedisStore {
             .arg(secs(window))
             .arg("NX")
             .ignore();
-        let (n,): (i64,) = self.run_pipe(&pipe).await?;
+        let (n,): (i64,) = self.run_pipe(key, &pipe).await?;
         Ok(n)
     }
 
     async fn hincr_batch(
         &self,
         increments: &[(String, String, i64)],
-    ) -> Result<Vec<i64>, StoreError> {
-        if increments.is_empty() {
+    ) -> Result<Vec<Option<i64>>, StoreError> {
+        let Some((first, _, _)) = increments.first() else {
             return Ok(Vec::new());
-        }
-        if let Link::Cluster(cluster) = &self.link {
-            return self.hincr_spread(cluster, increments).await;
+        };
+        if let Link::Cluster(_) = &self.link {
+            return Ok(self.hincr_spread(increments).await);
         }
         let mut pipe = redis::pipe();
         for (key, field, by) in increments {
             pipe.cmd("HINCRBY").arg(key).arg(field).arg(*by);
         }
-        self.run_pipe(&pipe).await
+        let values: Vec<i64> = self.run_pipe(first, &pipe).await?;
+        Ok(values.into_iter().map(Some).collect())
     }
 
     async fn scan(
@@ -743,16 +801,13 @@ impl Store for RedisStore {
         let mut keys = Vec::new();
         let mut cursor: u64 = 0;
         loop {
-            let (next, batch): (u64, Vec<String>) = self
-                .run(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(count),
-                )
-                .await?;
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(count);
+            let (next, batch): (u64, Vec<String>) = self.exec(None, Query::Cmd(&cmd)).await?;
             if take(&mut keys, batch, limit) || next == 0 {
                 return Ok(keys);
             }
@@ -761,7 +816,22 @@ impl Store for RedisStore {
     }
 
     async fn publish(&self, channel: &str, message: &[u8]) -> Result<i64, StoreError> {
-        self.run(redis::cmd("PUBLISH").arg(channel).arg(message))
+        self.run(channel, redis::cmd("PUBLISH").arg(channel).arg(message))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slot;
+
+    #[test]
+    fn slots_are_redis_cluster_keyslots() {
+        // Values from `CLUSTER KEYSLOT` on Redis 7.
+        assert_eq!(slot(b"foo"), 12182);
+        assert_eq!(slot(b"123456789"), 12739);
+        assert_eq!(slot(b"{user1000}.following"), slot(b"user1000"));
+        assert_eq!(slot(b"a{}b"), slot(b"a{}b"), "an empty tag is no tag");
+        assert_ne!(slot(b"a{}b"), slot(b""));
     }
 }
