@@ -2,14 +2,15 @@
 //! primary dies under load, for a Sentinel-watched master and for a Redis
 //! Cluster, on loopback.
 //!
-//! For each topology, reliw (CPU 0, one worker, `rate_limit.fail_closed`)
-//! serves a site from Redis while:
+//! For each topology, and with rate limits failing closed and then open,
+//! reliw (CPU 0, one worker) serves a site from Redis while:
 //! - wrk (CPU 1, 32 keep-alive connections) asks for a cached page (`/`):
 //!   its failures are what a failover costs pages that need no Redis;
 //! - a prober (one new connection every 20 ms, 1 s timeout) asks for a
-//!   rate-limited page (`/limited`, an INCR in Redis per request, 503 when
-//!   it fails): its first and last failure after the kill time the outage
-//!   of Redis-backed answers.
+//!   rate-limited page (`/limited`, an INCR in Redis per request): failing
+//!   closed, a 503 while the counter cannot be read, so its first and last
+//!   failure after the kill time the outage of Redis-backed answers;
+//!   failing open, the page is served uncounted meanwhile.
 //!
 //! 3 s into the run the primary holding the prober's counter is SIGKILLed.
 //! After the run, a session stored before the kill must still open
@@ -356,7 +357,13 @@ struct Outcome {
     session_kept: bool,
 }
 
-fn measure(root: &Path, dir: &Path, mut topology: Topology, duration: u64) -> Result<Outcome> {
+fn measure(
+    root: &Path,
+    dir: &Path,
+    mut topology: Topology,
+    duration: u64,
+    fail_closed: bool,
+) -> Result<Outcome> {
     let www = dir.join("www");
     std::fs::create_dir_all(www.join(HOST))?;
     std::fs::write(www.join(HOST).join("index.html"), "<p>served</p>\n")?;
@@ -368,7 +375,7 @@ fn measure(root: &Path, dir: &Path, mut topology: Topology, duration: u64) -> Re
             "ip": "127.0.0.1", "port": port, "data_dir": www, "workers": 1,
             "log_level": "warn", "metrics": {"disabled": true},
             "store": {"backend": "redis"}, "redis": topology.redis,
-            "rate_limit": {"fail_closed": true},
+            "rate_limit": {"fail_closed": fail_closed},
         })
         .to_string(),
     )?;
@@ -473,39 +480,53 @@ fn wrk_failures(report: &str) -> u64 {
 pub(crate) fn run(root: &Path, duration: u64) -> Result<(String, serde_json::Value)> {
     let duration = duration.max(10);
     let mut table = String::from(
-        "| topology | wrk req/s (cached page) | wrk failures | prober failures / probes | first failure after kill | Redis-backed answers back after kill | session kept |\n|---|---|---|---|---|---|---|\n",
+        "| topology | rate limits | wrk req/s (cached page) | wrk failures | prober failures / probes | first failure after kill | Redis-backed answers back after kill | session kept |\n|---|---|---|---|---|---|---|---|\n",
     );
     let mut results = Vec::new();
-    for (name, start) in [
+    let topologies = [
         ("sentinel", sentinel as fn(&Path) -> Result<Topology>),
         ("cluster", cluster),
-    ] {
-        let dir = root.join("target/bench/failover").join(name);
+    ];
+    for ((name, start), fail_closed) in topologies.into_iter().flat_map(|t| [(t, true), (t, false)])
+    {
+        let mode = if fail_closed {
+            "fail closed"
+        } else {
+            "fail open"
+        };
+        let dir = root
+            .join("target/bench/failover")
+            .join(format!("{name}-{}", mode.replace(' ', "-")));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
-        println!("failover: {name}: starting Redis");
+        println!("failover: {name}, rate limits {mode}: starting Redis");
         let topology = start(&dir)?;
         println!(
             "failover: {name}: {duration} s of load, the primary killed at {} s",
             KILL_AFTER.as_secs()
         );
-        let o = measure(root, &dir, topology, duration)?;
+        let o = measure(root, &dir, topology, duration, fail_closed)?;
         let ms = |v: Option<u128>| v.map_or(String::from("never"), |v| format!("{v} ms"));
         let line = format!(
-            "| {name} | {:.0} | {} of {} | {} / {} | {} | {} | {} |\n",
+            "| {name} | {mode} | {:.0} | {} of {} | {} / {} | {} | {} | {} |\n",
             o.wrk_rps,
             o.wrk_failures,
             o.wrk_requests,
             o.probe_failures,
             o.probes,
             ms(o.first_failure_ms),
-            ms(o.recovered_ms),
+            // Failing open, answers never depended on Redis.
+            if fail_closed {
+                ms(o.recovered_ms)
+            } else {
+                String::from("n/a")
+            },
             if o.session_kept { "yes" } else { "NO" }
         );
         print!("{line}");
         table.push_str(&line);
         results.push(serde_json::json!({
-            "topology": name, "wrk_rps": o.wrk_rps, "wrk_requests": o.wrk_requests,
+            "topology": name, "fail_closed": fail_closed, "wrk_rps": o.wrk_rps, "wrk_requests": o.wrk_requests,
             "wrk_failures": o.wrk_failures, "probes": o.probes, "probe_failures": o.probe_failures,
             "first_failure_ms": o.first_failure_ms, "recovered_ms": o.recovered_ms,
             "session_kept": o.session_kept,

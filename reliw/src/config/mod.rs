@@ -1103,12 +1103,23 @@ impl Config {
                 ));
             }
         }
-        if let Some(acme) = self.ssl.as_ref().and_then(|s| s.acme.as_ref())
-            && let Some(why) = acme.not_run_because(self.store.backend)
+        if let Some(ssl) = &self.ssl
+            && let Some(acme) = &ssl.acme
         {
-            warnings.push(format!(
-                "ssl.acme is not run, {why}: certificates come from ssl.default and ssl.hosts files"
-            ));
+            if let Some(why) = acme.not_run_because(self.store.backend) {
+                warnings.push(format!(
+                    "ssl.acme is not run, {why}: certificates come from ssl.default and ssl.hosts files"
+                ));
+            } else if ssl.port.is_none()
+                && acme
+                    .certificates
+                    .iter()
+                    .any(|c| c.challenge() == AcmeChallenge::Http01)
+            {
+                warnings.push(String::from(
+                    "ssl.acme: http-01 needs plain HTTP on port 80, and without ssl.port this node speaks only TLS on `port`: set ssl.port, or let another node of the fleet take the CA's checks",
+                ));
+            }
         }
         if let Some(limit) = self.requests_per_fork {
             self.max_requests_per_connection = limit;
@@ -1789,6 +1800,52 @@ mod tests {
             let e = err(bad);
             assert!(e.contains(key) && e.contains(says), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn acme_settings_are_checked() {
+        let key = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let acme = |extra: &str| {
+            format!(
+                r#"{{"ssl": {{"acme": {{"key_file": "{key}", "certificates": [{{"names": ["a.test"]}}]{extra}}}}}}}"#
+            )
+        };
+        let (c, warnings) = Config::parse(&acme("")).unwrap_or_else(|e| panic!("{e}"));
+        let a = c.ssl.and_then(|s| s.acme).unwrap_or_default();
+        assert_eq!(a.certificates[0].challenge(), AcmeChallenge::Http01);
+        assert_eq!(a.renew_time, 30 * 86_400);
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("http-01 needs plain HTTP")),
+            "{warnings:?}"
+        );
+        // RELIW's provider means dns-01, which needs the hook.
+        let provider = acme("").replace(r#"["a.test"]}"#, r#"["*.a.test"], "provider": "vultr"}"#);
+        assert!(err(&provider).contains("ssl.acme.dns_hook"));
+        for (bad, says) in [
+            (
+                acme("").replace("a.test", "*.a.test"),
+                "wildcard needs the dns-01",
+            ),
+            (acme(r#", "directory": "http://ca.test/dir""#), "https://"),
+            (acme(r#", "check_interval": 0"#), "ssl.acme.check_interval"),
+            (
+                acme("").replace(key, "/nonexistent/acme.key"),
+                "ssl.acme.key_file",
+            ),
+        ] {
+            let e = err(&bad);
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        let (_, warnings) = Config::parse(r#"{"ssl": {"acme": {"account": "ops@a.test", "certificates": [{"names": ["a.test"]}]}}}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("not run") && w.contains("key_file")),
+            "{warnings:?}"
+        );
     }
 
     #[test]
