@@ -126,28 +126,19 @@ pub(crate) fn run(
     only: Option<&str>,
 ) -> Result<()> {
     let wanted = |case: &str| only.is_none_or(|o| o == case);
-    if only == Some("flood") {
-        let (table, _) = crate::bench_flood::run(root, duration)?;
-        println!(
-            "\n{table}results: {}",
-            root.join("target/bench/flood.json").display()
-        );
-        return Ok(());
-    }
-    if only == Some("failover") {
-        let (table, _) = crate::bench_failover::run(root, duration)?;
-        println!(
-            "\n{table}results: {}",
-            root.join("target/bench/failover.json").display()
-        );
-        return Ok(());
-    }
-    if only == Some("xdp") {
-        let (table, _) = crate::bench_xdp::run(root, rounds.max(5))?;
-        println!(
-            "\n{table}results: {}",
-            root.join("target/bench/xdp.json").display()
-        );
+    // Cases with set-ups of their own, run only when asked for by name.
+    let separate = match only {
+        Some("flood") => Some((crate::bench_flood::run(root, duration)?.0, "flood.json")),
+        Some("xdp") => Some((crate::bench_xdp::run(root, rounds.max(5))?.0, "xdp.json")),
+        Some("failover") => Some((
+            crate::bench_failover::run(root, duration)?.0,
+            "failover.json",
+        )),
+        _ => None,
+    };
+    if let Some((table, file)) = separate {
+        let results = root.join("target/bench").join(file);
+        println!("\n{table}results: {}", results.display());
         return Ok(());
     }
     let dir = root.join("target/bench");

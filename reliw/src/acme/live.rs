@@ -30,20 +30,22 @@ struct Served {
 }
 
 impl LiveCertificates {
-    /// The certificate issued for exactly `name`, while it is valid.
+    /// The certificate issued for exactly `name` (lower case), while it
+    /// is valid.
     pub fn exact(&self, name: &str) -> Option<Arc<CertifiedKey>> {
-        self.valid(&name.to_ascii_lowercase())
+        self.valid(name)
     }
 
-    /// A wildcard certificate one label up from `name`, while it is valid.
+    /// A wildcard certificate one label up from `name` (lower case), while
+    /// it is valid.
     pub fn wildcard(&self, name: &str) -> Option<Arc<CertifiedKey>> {
-        let name = name.to_ascii_lowercase();
         let (_, parent) = name.split_once('.')?;
         self.valid(&format!("*.{parent}"))
     }
 
     fn valid(&self, name: &str) -> Option<Arc<CertifiedKey>> {
         let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        // Without ACME certificates (most nodes) nothing more to do.
         let served = inner.by_name.get(name)?;
         (crate::shield::clock::unix_seconds() < u64::try_from(served.not_after).unwrap_or(0))
             .then(|| Arc::clone(&served.key))

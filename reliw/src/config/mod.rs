@@ -234,6 +234,17 @@ impl Default for LuaSection {
     }
 }
 
+/// `key` lists at least one `what`, each `host:port`.
+fn check_addresses(key: &str, addresses: &[String], what: &str) -> Result<(), ConfigError> {
+    if addresses.is_empty() {
+        return Err(invalid(key, format!("must list at least one {what}")));
+    }
+    match addresses.iter().find(|a| node_address(a).is_none()) {
+        Some(a) => Err(invalid(key, format!("{a:?} is not host:port"))),
+        None => Ok(()),
+    }
+}
+
 /// A sentinel's or cluster node's `host:port` (IPv6 in brackets), split.
 pub fn node_address(a: &str) -> Option<(String, u16)> {
     let (host, port) = a.rsplit_once(':')?;
@@ -1136,21 +1147,7 @@ impl Config {
                 "must name the monitored master",
             ));
         }
-        if s.addresses.is_empty() {
-            return Err(invalid(
-                "redis.sentinel.addresses",
-                "must list at least one sentinel",
-            ));
-        }
-        for a in &s.addresses {
-            if node_address(a).is_none() {
-                return Err(invalid(
-                    "redis.sentinel.addresses",
-                    format!("{a:?} is not host:port"),
-                ));
-            }
-        }
-        Ok(())
+        check_addresses("redis.sentinel.addresses", &s.addresses, "sentinel")
     }
 
     fn validate_cluster(&self) -> Result<(), ConfigError> {
@@ -1163,21 +1160,7 @@ impl Config {
                 "cannot be used with redis.sentinel (a cluster fails over by itself)",
             ));
         }
-        if c.nodes.is_empty() {
-            return Err(invalid(
-                "redis.cluster.nodes",
-                "must list at least one node",
-            ));
-        }
-        for a in &c.nodes {
-            if node_address(a).is_none() {
-                return Err(invalid(
-                    "redis.cluster.nodes",
-                    format!("{a:?} is not host:port"),
-                ));
-            }
-        }
-        Ok(())
+        check_addresses("redis.cluster.nodes", &c.nodes, "node")
     }
 
     fn validate_acme(&self) -> Result<(), ConfigError> {

@@ -48,6 +48,16 @@ impl Method {
         })
     }
 
+    /// Whether sending the request twice means what sending it once does
+    /// (RFC 9110, 9.2.2): only these are replayed on a fresh upstream
+    /// connection.
+    pub fn is_idempotent(self) -> bool {
+        matches!(
+            self,
+            Self::Get | Self::Head | Self::Options | Self::Trace | Self::Put | Self::Delete
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Get => "GET",

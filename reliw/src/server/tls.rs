@@ -69,11 +69,12 @@ struct SniResolver {
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         if let Some(name) = hello.server_name() {
+            let name = name.to_ascii_lowercase();
             let found = self
                 .acme
-                .exact(name)
-                .or_else(|| self.hosts.get(&name.to_ascii_lowercase()).cloned())
-                .or_else(|| self.acme.wildcard(name));
+                .exact(&name)
+                .or_else(|| self.hosts.get(&name).cloned())
+                .or_else(|| self.acme.wildcard(&name));
             if found.is_some() {
                 return found;
             }

@@ -133,19 +133,21 @@ impl Worker {
         match store.hincr_batch(&batch).await {
             Ok(values) => {
                 // Only what was not applied is sent again (never twice).
-                let (applied, lost): (Vec<_>, Vec<_>) = batch
-                    .into_iter()
-                    .zip(values)
-                    .partition(|(_, v)| v.is_some());
-                let (applied, values): (Vec<_>, Vec<i64>) = applied
-                    .into_iter()
-                    .filter_map(|(inc, v)| Some((inc, v?)))
-                    .unzip();
+                let (mut applied, mut learned, mut lost) = (Vec::new(), Vec::new(), Vec::new());
+                for (increment, value) in batch.into_iter().zip(values) {
+                    match value {
+                        Some(v) => {
+                            applied.push(increment);
+                            learned.push(v);
+                        }
+                        None => lost.push(increment),
+                    }
+                }
                 let mut counts = self.site.counts.borrow_mut();
-                counts.learn(&applied, &values);
+                counts.learn(&applied, &learned);
                 if !lost.is_empty() {
                     self.shared.node.store_errors.inc();
-                    counts.restore(lost.into_iter().map(|(inc, _)| inc).collect());
+                    counts.restore(lost);
                 }
             }
             Err(e) => {

@@ -365,12 +365,7 @@ impl RedisStore {
             let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
             let mut cursor: u64 = 0;
             loop {
-                let mut cmd = redis::cmd("SCAN");
-                cmd.arg(cursor)
-                    .arg("MATCH")
-                    .arg(pattern)
-                    .arg("COUNT")
-                    .arg(count);
+                let cmd = scan_command(cursor, pattern, count);
                 let reply = self
                     .guarded(None, async {
                         let mut con = cluster.connection().await?;
@@ -663,6 +658,17 @@ fn classify(e: RedisError) -> StoreError {
     }
 }
 
+/// `SCAN <cursor> MATCH <pattern> COUNT <count>`.
+fn scan_command(cursor: u64, pattern: &str, count: u32) -> redis::Cmd {
+    let mut cmd = redis::cmd("SCAN");
+    cmd.arg(cursor)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(count);
+    cmd
+}
+
 /// Adds `batch` to `keys` up to `limit`: whether the limit was reached.
 fn take(keys: &mut Vec<String>, batch: Vec<String>, limit: usize) -> bool {
     let room = limit.saturating_sub(keys.len());
@@ -801,12 +807,7 @@ impl Store for RedisStore {
         let mut keys = Vec::new();
         let mut cursor: u64 = 0;
         loop {
-            let mut cmd = redis::cmd("SCAN");
-            cmd.arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(count);
+            let cmd = scan_command(cursor, pattern, count);
             let (next, batch): (u64, Vec<String>) = self.exec(None, Query::Cmd(&cmd)).await?;
             if take(&mut keys, batch, limit) || next == 0 {
                 return Ok(keys);

@@ -247,16 +247,7 @@ async fn exchange_head<T: Transport, U: Connect>(
     upstreams: &Upstreams<U>,
     config: &Config,
 ) -> Result<Answered<U>, SendFail> {
-    let replayable = body.is_done()
-        && matches!(
-            req.method,
-            Method::Get
-                | Method::Head
-                | Method::Options
-                | Method::Trace
-                | Method::Put
-                | Method::Delete
-        );
+    let replayable = body.is_done() && req.method.is_idempotent();
     let mut retried = false;
     loop {
         let (mut up, reused) = acquire(target, upstreams, config)

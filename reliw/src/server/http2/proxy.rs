@@ -230,16 +230,7 @@ async fn exchange_head<U: Connect>(
         &mut request,
     );
     // As on HTTP/1.1: only methods that may be sent twice, and no body.
-    let replayable = body.is_end_stream()
-        && matches!(
-            req.method,
-            Method::Get
-                | Method::Head
-                | Method::Options
-                | Method::Trace
-                | Method::Put
-                | Method::Delete
-        );
+    let replayable = body.is_end_stream() && req.method.is_idempotent();
     let mut told_to_go_on = false;
     let mut retried = false;
     loop {
